@@ -8,6 +8,7 @@
 #include "gtest/gtest.h"
 #include "server/io/atomic_file.h"
 #include "server/io/byte_sink.h"
+#include "server/io/growable_buffer.h"
 #include "server/io/mapped_region.h"
 
 namespace persistd {
@@ -74,6 +75,31 @@ TEST(MappedRegionTest, MapsFileContents) {
   absl::StatusOr<MappedRegion> empty = MappedRegion::MapReadOnly(fd.get(), 0, path);
   ASSERT_TRUE(empty.ok());
   EXPECT_EQ(empty->size(), 0u);
+}
+
+TEST(GrowableBufferTest, GrowsAcrossManyAppends) {
+  GrowableBuffer buffer;
+  std::string chunk(100000, 'a');
+  for (int i = 0; i < 100; ++i) {
+    chunk[0] = static_cast<char>('a' + i % 26);
+    ASSERT_TRUE(buffer.Append(chunk).ok());
+  }
+  ASSERT_EQ(buffer.size(), 100u * 100000u);
+  EXPECT_EQ(buffer.view()[0], 'a');
+  EXPECT_EQ(buffer.view()[99 * 100000], static_cast<char>('a' + 99 % 26));
+}
+
+TEST(GrowableBufferTest, ReadFileIntoReportsShortFiles) {
+  std::string dir = MakeTempDir();
+  std::string path = dir + "/short";
+  ScopedFd fd(::open(path.c_str(), O_RDWR | O_CREAT, 0600));
+  ASSERT_EQ(::write(fd.get(), "0123456789", 10), 10);
+  GrowableBuffer ok;
+  ASSERT_TRUE(ReadFileInto(fd.get(), 10, path, &ok).ok());
+  EXPECT_EQ(ok.view(), "0123456789");
+  GrowableBuffer too_long;
+  EXPECT_EQ(ReadFileInto(fd.get(), 20, path, &too_long).code(),
+            absl::StatusCode::kAborted);
 }
 
 }  // namespace

@@ -1,0 +1,156 @@
+#include "server/daemon_options.h"
+
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
+
+namespace persistd {
+
+namespace {
+
+std::string Env(const char* name) {
+  const char* value = ::getenv(name);
+  return value == nullptr ? "" : value;
+}
+
+std::string DefaultStore() {
+  if (!Env("PERSISTD_STORE").empty()) return Env("PERSISTD_STORE");
+  if (!Env("XDG_DATA_HOME").empty()) return Env("XDG_DATA_HOME") + "/persistd";
+  std::string home = Env("HOME").empty() ? "/tmp" : Env("HOME");
+  return home + "/.local/share/persistd";
+}
+
+std::string DefaultSocket() {
+  if (!Env("PERSISTD_SOCKET").empty()) return Env("PERSISTD_SOCKET");
+  if (!Env("XDG_RUNTIME_DIR").empty()) {
+    return Env("XDG_RUNTIME_DIR") + "/persistd.sock";
+  }
+  return absl::StrCat("/tmp/persistd-", ::getuid(), "/persistd.sock");
+}
+
+uint64_t DefaultCacheBytes() {
+  uint64_t bytes = 0;
+  if (absl::SimpleAtoi(Env("PERSISTD_CACHE_BYTES"), &bytes)) return bytes;
+  long pages = ::sysconf(_SC_PHYS_PAGES);
+  long page_size = ::sysconf(_SC_PAGESIZE);
+  if (pages <= 0 || page_size <= 0) return uint64_t{4} << 30;
+  return static_cast<uint64_t>(pages) * static_cast<uint64_t>(page_size) / 4;
+}
+
+// Accepts 123, 10K, 512M, 4G (binary units).
+bool ParseBytes(absl::string_view text, uint64_t* out) {
+  uint64_t scale = 1;
+  if (!text.empty()) {
+    switch (text.back()) {
+      case 'K': case 'k': scale = uint64_t{1} << 10; break;
+      case 'M': case 'm': scale = uint64_t{1} << 20; break;
+      case 'G': case 'g': scale = uint64_t{1} << 30; break;
+      case 'T': case 't': scale = uint64_t{1} << 40; break;
+      default: break;
+    }
+    if (scale != 1) text.remove_suffix(1);
+  }
+  uint64_t n = 0;
+  if (!absl::SimpleAtoi(text, &n)) return false;
+  *out = n * scale;
+  return true;
+}
+
+}  // namespace
+
+std::string DaemonUsage() {
+  return absl::StrCat(
+      "usage: persistd [--store DIR] [--socket PATH] [--cache-bytes N] [--threads N]\n"
+      "\n"
+      "persistd serves joblib-compatible dump/load to local clients over gRPC on a\n"
+      "Unix socket. It does all compression and decompression, writes files\n"
+      "atomically, and hands array data to clients as shared, read-only segments:\n"
+      "N processes loading the same compressed file share one decompressed copy.\n"
+      "\n"
+      "options:\n"
+      "  --store DIR        daemon state: staging files and cached segments\n"
+      "                     (default: $PERSISTD_STORE, else $XDG_DATA_HOME/persistd,\n"
+      "                     else ~/.local/share/persistd; now: ", DefaultStore(), ")\n"
+      "  --socket PATH      Unix socket to serve, created with mode 0600 in a 0700\n"
+      "                     directory if the directory is missing (default:\n"
+      "                     $PERSISTD_SOCKET, else $XDG_RUNTIME_DIR/persistd.sock,\n"
+      "                     else /tmp/persistd-$UID/persistd.sock; now: ", DefaultSocket(), ")\n"
+      "  --cache-bytes N    budget for cached segments; unused ones are evicted\n"
+      "                     least-recently-used first (suffixes K, M, G, T;\n"
+      "                     default: $PERSISTD_CACHE_BYTES, else 1/4 of RAM)\n"
+      "  --threads N        compression threads per dump (default: CPUs online)\n"
+      "  --help             show this text\n"
+      "  --version          print the version\n"
+      "\n"
+      "Only processes of the daemon's own uid (and root) may connect. One daemon\n"
+      "per socket and per store. SIGTERM or SIGINT shuts it down cleanly. Logs go\n"
+      "to stderr.\n");
+}
+
+absl::StatusOr<DaemonOptions> ParseDaemonOptions(
+    const std::vector<std::string>& args) {
+  DaemonOptions options;
+  options.store_dir = DefaultStore();
+  options.socket_path = DefaultSocket();
+  options.cache_bytes = DefaultCacheBytes();
+  long cpus = ::sysconf(_SC_NPROCESSORS_ONLN);
+  options.codec_threads = cpus > 0 ? static_cast<int>(cpus) : 1;
+
+  for (size_t i = 0; i < args.size(); ++i) {
+    std::string flag = args[i];
+    std::string value;
+    bool has_value = false;
+    size_t eq = flag.find('=');
+    if (flag.rfind("--", 0) == 0 && eq != std::string::npos) {
+      value = flag.substr(eq + 1);
+      flag = flag.substr(0, eq);
+      has_value = true;
+    }
+    auto take = [&]() -> absl::StatusOr<std::string> {
+      if (has_value) return value;
+      if (i + 1 >= args.size()) {
+        return absl::InvalidArgumentError(absl::StrCat(flag, " needs a value"));
+      }
+      return args[++i];
+    };
+    if (flag == "--help" || flag == "-h") {
+      options.help = true;
+    } else if (flag == "--version") {
+      options.version = true;
+    } else if (flag == "--store") {
+      absl::StatusOr<std::string> v = take();
+      if (!v.ok()) return v.status();
+      options.store_dir = *v;
+    } else if (flag == "--socket") {
+      absl::StatusOr<std::string> v = take();
+      if (!v.ok()) return v.status();
+      options.socket_path = *v;
+    } else if (flag == "--cache-bytes") {
+      absl::StatusOr<std::string> v = take();
+      if (!v.ok()) return v.status();
+      if (!ParseBytes(*v, &options.cache_bytes)) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "--cache-bytes: '", *v, "' is not a size (e.g. 1073741824, 512M, 4G)"));
+      }
+    } else if (flag == "--threads") {
+      absl::StatusOr<std::string> v = take();
+      if (!v.ok()) return v.status();
+      if (!absl::SimpleAtoi(*v, &options.codec_threads) || options.codec_threads < 1) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("--threads: '", *v, "' is not a positive integer"));
+      }
+    } else {
+      return absl::InvalidArgumentError(
+          absl::StrCat("unknown option '", args[i], "' (see persistd --help)"));
+    }
+  }
+  if (options.store_dir.empty() || options.socket_path.empty()) {
+    return absl::InvalidArgumentError("--store and --socket must not be empty");
+  }
+  return options;
+}
+
+}  // namespace persistd

@@ -1,0 +1,39 @@
+// Command-line options of the persistd daemon and their defaults.
+#ifndef PERSISTD_SERVER_DAEMON_OPTIONS_H_
+#define PERSISTD_SERVER_DAEMON_OPTIONS_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace persistd {
+
+inline constexpr char kPersistdVersion[] = "0.1.0";
+
+struct DaemonOptions {
+  std::string store_dir;
+  std::string socket_path;
+  uint64_t cache_bytes = 0;
+  int codec_threads = 1;
+  bool help = false;
+  bool version = false;
+};
+
+// Parses argv (without argv[0]). Defaults come from the environment:
+//   --store   $PERSISTD_STORE, else $XDG_DATA_HOME/persistd, else
+//             ~/.local/share/persistd
+//   --socket  $PERSISTD_SOCKET, else $XDG_RUNTIME_DIR/persistd.sock, else
+//             /tmp/persistd-$UID/persistd.sock
+//   --cache-bytes  $PERSISTD_CACHE_BYTES, else a quarter of physical memory
+//   --threads  the number of online CPUs
+absl::StatusOr<DaemonOptions> ParseDaemonOptions(
+    const std::vector<std::string>& args);
+
+// The --help text.
+std::string DaemonUsage();
+
+}  // namespace persistd
+
+#endif  // PERSISTD_SERVER_DAEMON_OPTIONS_H_

@@ -1,0 +1,77 @@
+#include "server/io/growable_buffer.h"
+
+#include <errno.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+#include "server/io/errno_status.h"
+
+namespace persistd {
+
+GrowableBuffer::~GrowableBuffer() {
+  if (data_ != nullptr) ::munmap(data_, capacity_);
+}
+
+absl::Status GrowableBuffer::Reserve(size_t capacity) {
+  if (capacity <= capacity_) return absl::OkStatus();
+  const size_t page = 1 << 21;  // grow in 2 MiB steps, at least doubling
+  size_t target = std::max(capacity, capacity_ * 2);
+  target = (target + page - 1) / page * page;
+  void* p;
+  if (data_ == nullptr) {
+    p = ::mmap(nullptr, target, PROT_READ | PROT_WRITE,
+               MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  } else {
+    p = ::mremap(data_, capacity_, target, MREMAP_MAYMOVE);
+  }
+  if (p == MAP_FAILED) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "cannot allocate ", target, " bytes of memory: ", strerror(errno)));
+  }
+  data_ = static_cast<char*>(p);
+  capacity_ = target;
+  return absl::OkStatus();
+}
+
+absl::Status GrowableBuffer::Append(absl::string_view data) {
+  absl::StatusOr<char*> tail = TailForWrite(data.size());
+  if (!tail.ok()) return tail.status();
+  if (!data.empty()) memcpy(*tail, data.data(), data.size());
+  size_ += data.size();
+  return absl::OkStatus();
+}
+
+absl::StatusOr<char*> GrowableBuffer::TailForWrite(size_t min_size) {
+  absl::Status status = Reserve(size_ + min_size);
+  if (!status.ok()) return status;
+  return data_ + size_;
+}
+
+absl::Status ReadFileInto(int fd, size_t size, const std::string& path,
+                          GrowableBuffer* out) {
+  absl::StatusOr<char*> tail = out->TailForWrite(size);
+  if (!tail.ok()) return tail.status();
+  size_t done = 0;
+  while (done < size) {
+    ssize_t n = ::pread(fd, *tail + done, std::min<size_t>(size - done, 1 << 26),
+                        static_cast<off_t>(done));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return ErrnoStatus("read", path, errno);
+    }
+    if (n == 0) {
+      return absl::AbortedError(absl::StrCat(
+          path, " shrank while it was being read (", done, " of ", size,
+          " bytes); another program is writing it: retry when it is done"));
+    }
+    done += static_cast<size_t>(n);
+  }
+  out->Commit(size);
+  return absl::OkStatus();
+}
+
+}  // namespace persistd

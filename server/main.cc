@@ -1,0 +1,156 @@
+// persistd: the daemon's entry point. It owns process concerns only --
+// options, directories, the single-instance lock, signals -- and wires the
+// store, the service and the listener together.
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "grpcpp/server.h"
+#include "grpcpp/server_builder.h"
+#include "server/daemon_options.h"
+#include "server/io/atomic_file.h"
+#include "server/io/errno_status.h"
+#include "server/io/scoped_fd.h"
+#include "server/service/listener.h"
+#include "server/service/persistd_service.h"
+#include "server/store/segment_cache.h"
+#include "server/store/staging_area.h"
+
+namespace persistd {
+namespace {
+
+// mkdir -p, creating missing directories with `mode`.
+absl::Status MakeDirs(const std::string& path, mode_t mode) {
+  if (path.empty()) return absl::OkStatus();
+  struct stat st;
+  if (::stat(path.c_str(), &st) == 0) {
+    if (!S_ISDIR(st.st_mode)) {
+      return absl::FailedPreconditionError(
+          absl::StrCat(path, " exists and is not a directory"));
+    }
+    return absl::OkStatus();
+  }
+  std::string parent = DirName(path);
+  if (parent != path) {
+    absl::Status status = MakeDirs(parent, mode);
+    if (!status.ok()) return status;
+  }
+  if (::mkdir(path.c_str(), mode) != 0 && errno != EEXIST) {
+    return ErrnoStatus("mkdir", path, errno);
+  }
+  return absl::OkStatus();
+}
+
+std::string Absolute(const std::string& path) {
+  if (!path.empty() && path[0] == '/') return path;
+  char cwd[4096];
+  if (::getcwd(cwd, sizeof(cwd)) == nullptr) return path;
+  return absl::StrCat(cwd, "/", path);
+}
+
+int Fail(const absl::Status& status) {
+  fprintf(stderr, "persistd: %s\n", std::string(status.message()).c_str());
+  return 1;
+}
+
+int Run(const DaemonOptions& options) {
+  const std::string store = Absolute(options.store_dir);
+  const std::string socket_path = Absolute(options.socket_path);
+
+  // Signals are taken synchronously by sigwait below; every thread created
+  // from here on inherits the mask.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGTERM);
+  sigaddset(&stop_signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  // A client that disconnects mid-reply must not kill the daemon.
+  signal(SIGPIPE, SIG_IGN);
+
+  for (const std::string& dir :
+       {store, store + "/staging", store + "/segments"}) {
+    absl::Status status = MakeDirs(dir, 0700);
+    if (!status.ok()) return Fail(status);
+  }
+  absl::Status status = MakeDirs(DirName(socket_path), 0700);
+  if (!status.ok()) return Fail(status);
+
+  // One daemon per store: the staging and segment directories are ours.
+  std::string lock_path = store + "/persistd.lock";
+  ScopedFd lock(::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+  if (!lock.valid()) return Fail(ErrnoStatus("open", lock_path, errno));
+  if (::flock(lock.get(), LOCK_EX | LOCK_NB) != 0) {
+    return Fail(absl::FailedPreconditionError(absl::StrCat(
+        "another persistd already uses the store ", store,
+        "; stop it or pass a different --store")));
+  }
+
+  absl::StatusOr<std::unique_ptr<Listener>> listener = Listener::Bind(socket_path);
+  if (!listener.ok()) return Fail(listener.status());
+
+  StagingArea staging(store + "/staging");
+  SegmentCache cache(store + "/segments", options.cache_bytes);
+  ServiceInfo info{kPersistdVersion, store, socket_path, options.codec_threads};
+  PersistdService service(info, &staging, &cache);
+
+  grpc::ServerBuilder builder;
+  builder.RegisterService(&service);
+  // Clients never send bulk bytes, but a big skeleton-free reply must fit.
+  builder.SetMaxReceiveMessageSize(64 << 20);
+  builder.SetMaxSendMessageSize(64 << 20);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (server == nullptr) {
+    return Fail(absl::InternalError("could not start the gRPC server"));
+  }
+  (*listener)->Start(server.get());
+  fprintf(stderr,
+          "persistd %s: serving %s (store %s, cache budget %llu bytes, %d codec "
+          "threads, pid %d)\n",
+          kPersistdVersion, socket_path.c_str(), store.c_str(),
+          static_cast<unsigned long long>(options.cache_bytes),
+          options.codec_threads, static_cast<int>(::getpid()));
+
+  int signal_number = 0;
+  sigwait(&stop_signals, &signal_number);
+  fprintf(stderr, "persistd: %s received, shutting down\n",
+          strsignal(signal_number));
+  (*listener)->Stop();
+  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  listener->reset();  // unlinks the socket
+  fprintf(stderr, "persistd: stopped\n");
+  return 0;
+}
+
+}  // namespace
+}  // namespace persistd
+
+int main(int argc, char** argv) {
+  std::vector<std::string> args(argv + 1, argv + argc);
+  absl::StatusOr<persistd::DaemonOptions> options =
+      persistd::ParseDaemonOptions(args);
+  if (!options.ok()) {
+    fprintf(stderr, "persistd: %s\n", std::string(options.status().message()).c_str());
+    return 2;
+  }
+  if (options->help) {
+    fputs(persistd::DaemonUsage().c_str(), stdout);
+    return 0;
+  }
+  if (options->version) {
+    printf("persistd %s\n", persistd::kPersistdVersion);
+    return 0;
+  }
+  return persistd::Run(*options);
+}

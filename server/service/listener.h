@@ -1,0 +1,50 @@
+// Listener owns the daemon's Unix socket. It accepts connections itself so
+// it can check each peer's uid with SO_PEERCRED (gRPC cannot), and hands
+// the accepted fds to the gRPC server (grpc::AddInsecureChannelFromFd).
+//
+// Invariant: while the Listener lives, socket_path_ is a socket bound by
+// this process with mode 0600; the destructor unlinks it.
+#ifndef PERSISTD_SERVER_SERVICE_LISTENER_H_
+#define PERSISTD_SERVER_SERVICE_LISTENER_H_
+
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "absl/status/statusor.h"
+#include "grpcpp/server.h"
+#include "server/io/scoped_fd.h"
+
+namespace persistd {
+
+class Listener {
+ public:
+  // Binds `socket_path`. Refuses (FailedPrecondition) if another process
+  // answers on it; removes a stale socket file left by a dead daemon.
+  static absl::StatusOr<std::unique_ptr<Listener>> Bind(
+      const std::string& socket_path);
+  ~Listener();
+  Listener(const Listener&) = delete;
+  Listener& operator=(const Listener&) = delete;
+
+  // Accepts connections on a background thread until Stop(), passing those
+  // of allowed peers (same uid as the daemon, or root) to `server`.
+  void Start(grpc::Server* server);
+  void Stop();
+
+ private:
+  Listener(std::string socket_path, ScopedFd listen_fd, ScopedFd wake_fd)
+      : socket_path_(std::move(socket_path)),
+        listen_fd_(std::move(listen_fd)),
+        wake_fd_(std::move(wake_fd)) {}
+  void AcceptLoop(grpc::Server* server);
+
+  const std::string socket_path_;
+  ScopedFd listen_fd_;
+  ScopedFd wake_fd_;  // eventfd that interrupts the accept loop
+  std::thread thread_;
+};
+
+}  // namespace persistd
+
+#endif  // PERSISTD_SERVER_SERVICE_LISTENER_H_

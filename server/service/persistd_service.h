@@ -1,0 +1,77 @@
+// PersistdService implements the gRPC control plane (proto/persistd.proto)
+// on top of the store: it validates requests, calls the staging area, the
+// dump writer, the segment builder and the segment cache, and maps their
+// absl::Status results to gRPC statuses. It holds no bytes of its own.
+//
+// Thread-safe: gRPC calls every method concurrently.
+#ifndef PERSISTD_SERVER_SERVICE_PERSISTD_SERVICE_H_
+#define PERSISTD_SERVER_SERVICE_PERSISTD_SERVICE_H_
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <set>
+#include <string>
+
+#include "absl/synchronization/mutex.h"
+#include "proto/persistd.grpc.pb.h"
+#include "server/store/segment_cache.h"
+#include "server/store/staging_area.h"
+
+namespace persistd {
+
+struct ServiceInfo {
+  std::string version;
+  std::string store_dir;
+  std::string socket_path;
+  int codec_threads = 1;
+};
+
+class PersistdService final
+    : public v1::Persistd::WithCallbackMethod_Attach<v1::Persistd::Service> {
+ public:
+  PersistdService(ServiceInfo info, StagingArea* staging, SegmentCache* cache);
+
+  grpc::ServerWriteReactor<v1::AttachEvent>* Attach(
+      grpc::CallbackServerContext* context,
+      const v1::AttachRequest* request) override;
+  grpc::Status CreateStaging(grpc::ServerContext* context,
+                             const v1::CreateStagingRequest* request,
+                             v1::CreateStagingReply* reply) override;
+  grpc::Status DropStaging(grpc::ServerContext* context,
+                           const v1::DropStagingRequest* request,
+                           v1::DropStagingReply* reply) override;
+  grpc::Status CommitDump(grpc::ServerContext* context,
+                          const v1::CommitDumpRequest* request,
+                          v1::CommitDumpReply* reply) override;
+  grpc::Status Load(grpc::ServerContext* context,
+                    const v1::LoadRequest* request,
+                    v1::LoadReply* reply) override;
+  grpc::Status Release(grpc::ServerContext* context,
+                       const v1::ReleaseRequest* request,
+                       v1::ReleaseReply* reply) override;
+  grpc::Status Status(grpc::ServerContext* context,
+                      const v1::StatusRequest* request,
+                      v1::StatusReply* reply) override;
+
+  // Called by a session's reactor when its stream ends.
+  void EndSession(const std::string& session_id);
+
+ private:
+  bool SessionIsOpen(const std::string& session_id);
+
+  const ServiceInfo info_;
+  StagingArea* const staging_;
+  SegmentCache* const cache_;
+  const std::chrono::steady_clock::time_point started_;
+
+  absl::Mutex mu_;
+  uint64_t next_session_ ABSL_GUARDED_BY(mu_) = 1;
+  std::set<std::string> sessions_ ABSL_GUARDED_BY(mu_);
+  std::atomic<uint64_t> dumps_{0};
+  std::atomic<uint64_t> next_private_source_{1};
+};
+
+}  // namespace persistd
+
+#endif  // PERSISTD_SERVER_SERVICE_PERSISTD_SERVICE_H_

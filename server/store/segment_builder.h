@@ -1,0 +1,38 @@
+// BuildSegment turns one source file into a segment: it reads the file
+// (pread, never mmap: a source truncated under us must be an error, not a
+// SIGBUS), decompresses it once, indexes the joblib stream, and writes the
+// rewritten pickle and every array's bytes, 64-byte aligned, into a new,
+// preallocated segment file.
+#ifndef PERSISTD_SERVER_STORE_SEGMENT_BUILDER_H_
+#define PERSISTD_SERVER_STORE_SEGMENT_BUILDER_H_
+
+#include <cstdint>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "proto/persistd.pb.h"
+
+namespace persistd {
+
+// Alignment of array data inside a segment (cache line; numpy's .npy uses
+// 64 too). joblib's own minimum is 16.
+inline constexpr uint64_t kSegmentAlignment = 64;
+
+struct SegmentSource {
+  int fd = -1;                 // open for reading
+  uint64_t size = 0;           // bytes to read
+  std::string display_name;    // for error messages
+  bool raw = false;            // decompress only (LoadRequest.raw)
+};
+
+// Writes the segment to `segment_path` (which must not exist) and returns
+// its index (segment_path, skeleton, arrays, codec, format,
+// trailing_bytes). *segment_size receives the file's size.
+absl::StatusOr<v1::LoadReply> BuildSegment(const SegmentSource& source,
+                                           const std::string& segment_path,
+                                           uint64_t* segment_size);
+
+}  // namespace persistd
+
+#endif  // PERSISTD_SERVER_STORE_SEGMENT_BUILDER_H_

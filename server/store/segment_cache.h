@@ -1,0 +1,144 @@
+// SegmentCache owns the decompressed, indexed copies of source files
+// ("segments") in <store>/segments, the leases clients hold on them, and
+// their eviction.
+//
+// A segment is immutable once published: it is written completely under a
+// fresh name before any client learns of it, never modified, and on
+// eviction or invalidation only unlinked -- so a client's mapping stays
+// valid (and never SIGBUSes) however long it lives.
+//
+// Invariants (all under mu_):
+//  - current_ maps a source identity to the segment serving its latest
+//    known version; a segment is in lru_ iff it is current and unleased.
+//  - total_bytes_ is the size of every segment file that exists.
+//  - a building entry has no file yet; concurrent requests for the same
+//    source wait for that one build instead of decompressing again.
+//
+// Thread-safe.
+#ifndef PERSISTD_SERVER_STORE_SEGMENT_CACHE_H_
+#define PERSISTD_SERVER_STORE_SEGMENT_CACHE_H_
+
+#include <cstdint>
+#include <functional>
+#include <list>
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <tuple>
+
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "proto/persistd.pb.h"
+
+namespace persistd {
+
+// What identifies one version of a source file.
+struct SourceVersion {
+  uint64_t dev = 0;
+  uint64_t ino = 0;
+  uint64_t size = 0;
+  int64_t mtime_ns = 0;
+  int64_t ctime_ns = 0;
+  bool raw = false;  // LoadRequest.raw gives a different segment
+
+  bool SameFile(const SourceVersion& o) const {
+    return dev == o.dev && ino == o.ino && raw == o.raw;
+  }
+  bool operator==(const SourceVersion& o) const {
+    return SameFile(o) && size == o.size && mtime_ns == o.mtime_ns &&
+           ctime_ns == o.ctime_ns;
+  }
+};
+
+struct Segment {
+  std::string path;
+  uint64_t size = 0;
+  uint64_t generation = 0;
+  SourceVersion version;
+  // The reply for this segment, without lease or cache-hit fields.
+  v1::LoadReply index;
+};
+
+class SegmentCache {
+ public:
+  // Writes the segment file at `path` and returns its index.
+  using Builder = std::function<absl::StatusOr<v1::LoadReply>(
+      const std::string& path, uint64_t* size)>;
+
+  // `dir` must exist; segments of an earlier run in it are deleted.
+  SegmentCache(std::string dir, uint64_t budget_bytes);
+  ~SegmentCache();
+  SegmentCache(const SegmentCache&) = delete;
+  SegmentCache& operator=(const SegmentCache&) = delete;
+
+  struct Acquired {
+    std::shared_ptr<const Segment> segment;
+    std::string lease_id;  // empty without a session
+    bool hit = false;      // served without a build
+  };
+  // Returns the segment for `version`, building it with `build` if the
+  // cache has none for this exact version, and leases it to `session`
+  // (when not empty) before anything can evict it. A version that is not
+  // `cacheable` (the bytes of a file object) always gets a fresh segment.
+  absl::StatusOr<Acquired> Acquire(const SourceVersion& version,
+                                   bool cacheable, const Builder& build,
+                                   const std::string& session);
+
+  void Release(const std::string& session, const std::string& lease_id);
+  void EndSession(const std::string& session);
+
+  struct Stats {
+    uint32_t segments = 0;
+    uint32_t leased_segments = 0;
+    uint64_t bytes = 0;
+    uint64_t budget = 0;
+    uint64_t loads = 0;
+    uint64_t hits = 0;
+    uint64_t evictions = 0;
+  };
+  Stats stats() const;
+
+ private:
+  struct Entry {
+    std::shared_ptr<const Segment> segment;  // null while building
+    int leases = 0;
+    bool current = true;  // serves the newest version of its source
+    std::tuple<uint64_t, uint64_t, bool> key;
+    std::list<Entry*>::iterator lru_pos;
+    bool in_lru = false;
+  };
+
+  std::string LeaseLocked(const std::string& session, Entry* entry)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void DropLeaseLocked(Entry* entry) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void RetireLocked(Entry* entry) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void RemoveLocked(Entry* entry) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void EvictToBudgetLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  const std::string dir_;
+  const uint64_t budget_;
+
+  mutable absl::Mutex mu_;
+  absl::CondVar built_;
+  uint64_t next_generation_ ABSL_GUARDED_BY(mu_) = 1;
+  uint64_t next_lease_ ABSL_GUARDED_BY(mu_) = 1;
+  // (dev, ino, raw) -> the entry serving the newest version.
+  std::map<std::tuple<uint64_t, uint64_t, bool>, Entry*> current_ ABSL_GUARDED_BY(mu_);
+  std::map<Entry*, std::unique_ptr<Entry>> entries_ ABSL_GUARDED_BY(mu_);
+  std::list<Entry*> lru_ ABSL_GUARDED_BY(mu_);  // front = least recently used
+  struct LeaseRecord {
+    std::string session;
+    Entry* entry;
+  };
+  std::map<std::string, LeaseRecord> leases_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, std::set<std::string>> sessions_ ABSL_GUARDED_BY(mu_);
+  uint64_t total_bytes_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t loads_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t hits_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t evictions_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+}  // namespace persistd
+
+#endif  // PERSISTD_SERVER_STORE_SEGMENT_CACHE_H_
