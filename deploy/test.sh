@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# One command that runs every test: the C++ gtests through `bazel test`,
+# then the Python suite, which starts real persistd daemons on temporary
+# sockets. Installs what is missing first, like setup.sh.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+
+ensure_apt_packages
+ensure_venv
+
+log "C++ tests (bazel test //...)"
+cd "$REPO_ROOT"
+set +e
+bazel test //... 2>&1 | tee /tmp/persistd-bazel-test.log | grep -E '(PASSED|FAILED|TIMEOUT|NO STATUS|ERROR)' 
+bazel_rc=${PIPESTATUS[0]}
+set -e
+passed=$(grep -c ' PASSED in' /tmp/persistd-bazel-test.log || true)
+failed=$(grep -cE ' (FAILED|TIMEOUT|NO STATUS)' /tmp/persistd-bazel-test.log || true)
+echo "gtest: $passed passed, $failed failed"
+if [ "$bazel_rc" != 0 ]; then
+  tail -n 30 /tmp/persistd-bazel-test.log
+  log "bazel test failed (exit $bazel_rc)"
+  exit "$bazel_rc"
+fi
+
+log "Python tests (pytest, real daemons on temporary sockets)"
+PERSISTD_BIN="$DAEMON" "$PY" -m pytest -q -p no:cacheprovider "$REPO_ROOT/tests/python" "$@"
