@@ -6,6 +6,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
+#include "server/default_paths.h"
 
 namespace persistd {
 
@@ -14,21 +15,6 @@ namespace {
 std::string Env(const char* name) {
   const char* value = ::getenv(name);
   return value == nullptr ? "" : value;
-}
-
-std::string DefaultStore() {
-  if (!Env("PERSISTD_STORE").empty()) return Env("PERSISTD_STORE");
-  if (!Env("XDG_DATA_HOME").empty()) return Env("XDG_DATA_HOME") + "/persistd";
-  std::string home = Env("HOME").empty() ? "/tmp" : Env("HOME");
-  return home + "/.local/share/persistd";
-}
-
-std::string DefaultSocket() {
-  if (!Env("PERSISTD_SOCKET").empty()) return Env("PERSISTD_SOCKET");
-  if (!Env("XDG_RUNTIME_DIR").empty()) {
-    return Env("XDG_RUNTIME_DIR") + "/persistd.sock";
-  }
-  return absl::StrCat("/tmp/persistd-", ::getuid(), "/persistd.sock");
 }
 
 uint64_t DefaultCacheBytes() {
@@ -73,11 +59,11 @@ std::string DaemonUsage() {
       "options:\n"
       "  --store DIR        daemon state: staging files and cached segments\n"
       "                     (default: $PERSISTD_STORE, else $XDG_DATA_HOME/persistd,\n"
-      "                     else ~/.local/share/persistd; now: ", DefaultStore(), ")\n"
+      "                     else ~/.local/share/persistd; now: ", DefaultStoreDir(), ")\n"
       "  --socket PATH      Unix socket to serve, created with mode 0600 in a 0700\n"
       "                     directory if the directory is missing (default:\n"
       "                     $PERSISTD_SOCKET, else $XDG_RUNTIME_DIR/persistd.sock,\n"
-      "                     else /tmp/persistd-$UID/persistd.sock; now: ", DefaultSocket(), ")\n"
+      "                     else /tmp/persistd-$UID/persistd.sock; now: ", DefaultSocketPath(), ")\n"
       "  --cache-bytes N    budget for cached segments; unused ones are evicted\n"
       "                     least-recently-used first (suffixes K, M, G, T;\n"
       "                     default: $PERSISTD_CACHE_BYTES, else 1/4 of RAM)\n"
@@ -93,8 +79,8 @@ std::string DaemonUsage() {
 absl::StatusOr<DaemonOptions> ParseDaemonOptions(
     const std::vector<std::string>& args) {
   DaemonOptions options;
-  options.store_dir = DefaultStore();
-  options.socket_path = DefaultSocket();
+  options.store_dir = DefaultStoreDir();
+  options.socket_path = DefaultSocketPath();
   options.cache_bytes = DefaultCacheBytes();
   long cpus = ::sysconf(_SC_NPROCESSORS_ONLN);
   options.codec_threads = cpus > 0 ? static_cast<int>(cpus) : 1;

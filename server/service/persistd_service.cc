@@ -168,6 +168,7 @@ grpc::Status PersistdService::Load(grpc::ServerContext*,
     if (!S_ISREG(st.st_mode)) {
       return Invalid(absl::StrCat(display, " is not a regular file"));
     }
+    version.path = display;
     version.dev = st.st_dev;
     version.ino = st.st_ino;
     version.size = st.st_size;

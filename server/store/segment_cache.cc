@@ -1,41 +1,137 @@
 #include "server/store/segment_cache.h"
 
 #include <dirent.h>
+#include <stdio.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <fstream>
 #include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "proto/store.pb.h"
 
 namespace persistd {
 
 namespace {
 
-void RemoveSegmentFiles(const std::string& dir) {
+std::vector<std::string> ListDir(const std::string& dir) {
+  std::vector<std::string> names;
   DIR* d = ::opendir(dir.c_str());
-  if (d == nullptr) return;
+  if (d == nullptr) return names;
   while (struct dirent* entry = ::readdir(d)) {
     std::string name = entry->d_name;
-    if (name == "." || name == "..") continue;
-    ::unlink((dir + "/" + name).c_str());
+    if (name != "." && name != "..") names.push_back(name);
   }
   ::closedir(d);
+  return names;
+}
+
+std::string MetaPath(const std::string& segment_path) {
+  return segment_path.substr(0, segment_path.size() - 4) + ".meta";
 }
 
 }  // namespace
 
 SegmentCache::SegmentCache(std::string dir, uint64_t budget_bytes)
     : dir_(std::move(dir)), budget_(budget_bytes) {
-  // Segments are indexed in memory only, so those of an earlier run (or a
-  // crash mid-build) are garbage.
-  RemoveSegmentFiles(dir_);
+  absl::MutexLock lock(&mu_);
+  AdoptRecordsLocked();
+  EvictToBudgetLocked();
 }
 
 SegmentCache::~SegmentCache() {
   absl::MutexLock lock(&mu_);
+  // Recorded segments stay for the next run; private ones go.
   for (auto& [raw, entry] : entries_) {
-    if (entry->segment) ::unlink(entry->segment->path.c_str());
+    if (entry->segment && !entry->recorded) ::unlink(entry->segment->path.c_str());
   }
+}
+
+void SegmentCache::AdoptRecordsLocked() {
+  std::vector<std::pair<uint64_t, std::unique_ptr<Entry>>> adopted;
+  std::set<std::string> keep;
+  for (const std::string& name : ListDir(dir_)) {
+    if (name.size() < 6 || name.substr(name.size() - 5) != ".meta") continue;
+    std::string meta_path = dir_ + "/" + name;
+    std::ifstream in(meta_path, std::ios::binary);
+    v1::SegmentRecord record;
+    if (!record.ParseFromIstream(&in)) continue;
+    std::string seg_path = absl::StrCat(dir_, "/", record.generation(), ".seg");
+    struct stat st;
+    if (::stat(seg_path.c_str(), &st) != 0 ||
+        static_cast<uint64_t>(st.st_size) != record.segment_size() ||
+        record.index().segment_path() != seg_path) {
+      continue;
+    }
+    auto segment = std::make_shared<Segment>();
+    segment->path = seg_path;
+    segment->size = record.segment_size();
+    segment->generation = record.generation();
+    segment->version.dev = record.dev();
+    segment->version.ino = record.ino();
+    segment->version.size = record.size();
+    segment->version.mtime_ns = record.mtime_ns();
+    segment->version.ctime_ns = record.ctime_ns();
+    segment->version.raw = record.raw();
+    segment->version.path = record.source_path();
+    segment->index = record.index();
+    auto entry = std::make_unique<Entry>();
+    entry->key = std::make_tuple(record.dev(), record.ino(), record.raw());
+    entry->segment = segment;
+    entry->recorded = true;
+    keep.insert(seg_path);
+    keep.insert(meta_path);
+    next_generation_ = std::max(next_generation_, record.generation() + 1);
+    adopted.emplace_back(record.generation(), std::move(entry));
+  }
+  // Oldest generations first in the LRU; a newer record of the same source
+  // retires an older one.
+  std::sort(adopted.begin(), adopted.end(),
+            [](const auto& a, const auto& b) { return a.first < b.first; });
+  for (auto& [generation, owned] : adopted) {
+    Entry* entry = owned.get();
+    entries_[entry] = std::move(owned);
+    total_bytes_ += entry->segment->size;
+    auto it = current_.find(entry->key);
+    if (it != current_.end()) RetireLocked(it->second);
+    current_[entry->key] = entry;
+    lru_.push_back(entry);
+    entry->lru_pos = std::prev(lru_.end());
+    entry->in_lru = true;
+  }
+  for (const std::string& name : ListDir(dir_)) {
+    std::string path = dir_ + "/" + name;
+    if (keep.count(path) == 0) ::unlink(path.c_str());
+  }
+  if (!adopted.empty()) {
+    fprintf(stderr, "persistd: adopted %zu cached segments (%llu bytes) from %s\n",
+            adopted.size(), static_cast<unsigned long long>(total_bytes_), dir_.c_str());
+  }
+}
+
+void SegmentCache::WriteRecord(const Segment& segment) {
+  v1::SegmentRecord record;
+  record.set_generation(segment.generation);
+  record.set_segment_size(segment.size);
+  record.set_source_path(segment.version.path);
+  record.set_dev(segment.version.dev);
+  record.set_ino(segment.version.ino);
+  record.set_size(segment.version.size);
+  record.set_mtime_ns(segment.version.mtime_ns);
+  record.set_ctime_ns(segment.version.ctime_ns);
+  record.set_raw(segment.version.raw);
+  *record.mutable_index() = segment.index;
+  // Written under a temporary name and renamed: a record is whole or absent.
+  std::string meta = MetaPath(segment.path);
+  std::string temp = meta + ".tmp";
+  {
+    std::ofstream out(temp, std::ios::binary | std::ios::trunc);
+    if (!record.SerializeToOstream(&out)) return;
+  }
+  ::rename(temp.c_str(), meta.c_str());
 }
 
 absl::StatusOr<SegmentCache::Acquired> SegmentCache::Acquire(
@@ -84,6 +180,16 @@ absl::StatusOr<SegmentCache::Acquired> SegmentCache::Acquire(
   std::string path = absl::StrCat(dir_, "/", generation, ".seg");
   uint64_t size = 0;
   absl::StatusOr<v1::LoadReply> index = build(path, &size);
+  std::shared_ptr<Segment> segment;
+  if (index.ok()) {
+    segment = std::make_shared<Segment>();
+    segment->path = path;
+    segment->size = size;
+    segment->generation = generation;
+    segment->version = version;
+    segment->index = *std::move(index);
+    if (cacheable) WriteRecord(*segment);
+  }
 
   absl::MutexLock lock(&mu_);
   built_.SignalAll();
@@ -94,14 +200,9 @@ absl::StatusOr<SegmentCache::Acquired> SegmentCache::Acquire(
     entries_.erase(entry);
     return index.status();
   }
-  auto segment = std::make_shared<Segment>();
-  segment->path = path;
-  segment->size = size;
-  segment->generation = generation;
-  segment->version = version;
-  segment->index = *std::move(index);
   entry->segment = segment;
   entry->current = cacheable;
+  entry->recorded = cacheable;
   total_bytes_ += size;
 
   Acquired result;
@@ -181,6 +282,7 @@ void SegmentCache::RemoveLocked(Entry* entry) {
   if (it != current_.end() && it->second == entry) current_.erase(it);
   if (entry->segment) {
     ::unlink(entry->segment->path.c_str());
+    ::unlink(MetaPath(entry->segment->path).c_str());
     total_bytes_ -= entry->segment->size;
   }
   entries_.erase(entry);

@@ -41,6 +41,7 @@ struct SourceVersion {
   int64_t mtime_ns = 0;
   int64_t ctime_ns = 0;
   bool raw = false;  // LoadRequest.raw gives a different segment
+  std::string path;  // informational (records, logs); not part of identity
 
   bool SameFile(const SourceVersion& o) const {
     return dev == o.dev && ino == o.ino && raw == o.raw;
@@ -66,7 +67,9 @@ class SegmentCache {
   using Builder = std::function<absl::StatusOr<v1::LoadReply>(
       const std::string& path, uint64_t* size)>;
 
-  // `dir` must exist; segments of an earlier run in it are deleted.
+  // `dir` must exist. Segments recorded there by an earlier run are adopted
+  // (unleased, least recently used first); anything else there -- a
+  // segment whose build a crash interrupted, a stray file -- is deleted.
   SegmentCache(std::string dir, uint64_t budget_bytes);
   ~SegmentCache();
   SegmentCache(const SegmentCache&) = delete;
@@ -107,6 +110,7 @@ class SegmentCache {
     std::tuple<uint64_t, uint64_t, bool> key;
     std::list<Entry*>::iterator lru_pos;
     bool in_lru = false;
+    bool recorded = false;  // has a .meta file
   };
 
   std::string LeaseLocked(const std::string& session, Entry* entry)
@@ -115,6 +119,9 @@ class SegmentCache {
   void RetireLocked(Entry* entry) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void RemoveLocked(Entry* entry) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void EvictToBudgetLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void AdoptRecordsLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Writes <generation>.meta so the segment survives a restart.
+  void WriteRecord(const Segment& segment);
 
   const std::string dir_;
   const uint64_t budget_;

@@ -137,5 +137,31 @@ TEST(SegmentCacheTest, FailedBuildLeavesNothing) {
   EXPECT_TRUE(cache.Acquire(Version(1), true, FakeBuilder(10, &calls), "s").ok());
 }
 
+TEST(SegmentCacheRestartTest, RecordedSegmentsSurviveARestart) {
+  std::string dir = MakeTempDir();
+  std::atomic<int> calls{0};
+  std::string path;
+  {
+    SegmentCache cache(dir, 1 << 20);
+    auto a = cache.Acquire(Version(1), true, FakeBuilder(10, &calls), "s");
+    ASSERT_TRUE(a.ok());
+    path = a->segment->path;
+  }
+  // A half-built segment (no record) from a crash is garbage.
+  std::string orphan = dir + "/999.seg";
+  ::close(::open(orphan.c_str(), O_CREAT | O_WRONLY, 0600));
+  SegmentCache restarted(dir, 1 << 20);
+  EXPECT_FALSE(Exists(orphan));
+  auto again = restarted.Acquire(Version(1), true, FakeBuilder(10, &calls), "s");
+  ASSERT_TRUE(again.ok());
+  EXPECT_TRUE(again->hit);
+  EXPECT_EQ(again->segment->path, path);
+  EXPECT_EQ(calls, 1);
+  // New generations never collide with adopted ones.
+  auto other = restarted.Acquire(Version(2), true, FakeBuilder(10, &calls), "s");
+  ASSERT_TRUE(other.ok());
+  EXPECT_GT(other->segment->generation, again->segment->generation);
+}
+
 }  // namespace
 }  // namespace persistd
