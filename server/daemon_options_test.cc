@@ -1,0 +1,56 @@
+#include "server/daemon_options.h"
+
+#include <stdlib.h>
+
+#include "gtest/gtest.h"
+
+namespace persistd {
+namespace {
+
+TEST(DaemonOptionsTest, EnvironmentGivesDefaults) {
+  ::setenv("PERSISTD_STORE", "/tmp/s", 1);
+  ::setenv("PERSISTD_SOCKET", "/tmp/p.sock", 1);
+  ::setenv("PERSISTD_CACHE_BYTES", "1234", 1);
+  absl::StatusOr<DaemonOptions> options = ParseDaemonOptions({});
+  ASSERT_TRUE(options.ok());
+  EXPECT_EQ(options->store_dir, "/tmp/s");
+  EXPECT_EQ(options->socket_path, "/tmp/p.sock");
+  EXPECT_EQ(options->cache_bytes, 1234u);
+}
+
+TEST(DaemonOptionsTest, FlagsOverrideEnvironment) {
+  absl::StatusOr<DaemonOptions> options = ParseDaemonOptions(
+      {"--store", "/a", "--socket=/b.sock", "--cache-bytes", "2G", "--threads", "3"});
+  ASSERT_TRUE(options.ok()) << options.status();
+  EXPECT_EQ(options->store_dir, "/a");
+  EXPECT_EQ(options->socket_path, "/b.sock");
+  EXPECT_EQ(options->cache_bytes, uint64_t{2} << 30);
+  EXPECT_EQ(options->codec_threads, 3);
+}
+
+TEST(DaemonOptionsTest, FallbackSocketIsPerUser) {
+  ::unsetenv("PERSISTD_SOCKET");
+  ::unsetenv("XDG_RUNTIME_DIR");
+  absl::StatusOr<DaemonOptions> options = ParseDaemonOptions({});
+  ASSERT_TRUE(options.ok());
+  EXPECT_EQ(options->socket_path,
+            "/tmp/persistd-" + std::to_string(::getuid()) + "/persistd.sock");
+}
+
+TEST(DaemonOptionsTest, BadInputNamesTheProblem) {
+  EXPECT_FALSE(ParseDaemonOptions({"--bogus"}).ok());
+  EXPECT_FALSE(ParseDaemonOptions({"--store"}).ok());
+  absl::StatusOr<DaemonOptions> bad = ParseDaemonOptions({"--cache-bytes", "lots"});
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("lots"), std::string::npos);
+}
+
+TEST(DaemonOptionsTest, HelpMentionsEveryFlag) {
+  std::string usage = DaemonUsage();
+  for (const char* flag : {"--store", "--socket", "--cache-bytes", "--threads", "--help"}) {
+    EXPECT_NE(usage.find(flag), std::string::npos) << flag;
+  }
+}
+
+}  // namespace
+}  // namespace persistd
