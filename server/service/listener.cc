@@ -96,7 +96,9 @@ void Listener::AcceptLoop(grpc::Server* server) {
       return;
     }
     if (fds[1].revents != 0) return;
-    int conn = ::accept4(listen_fd_.get(), nullptr, nullptr, SOCK_CLOEXEC);
+    // gRPC's event engine expects a non-blocking descriptor.
+    int conn = ::accept4(listen_fd_.get(), nullptr, nullptr,
+                         SOCK_CLOEXEC | SOCK_NONBLOCK);
     if (conn < 0) {
       if (errno != EINTR && errno != EAGAIN && errno != ECONNABORTED) {
         fprintf(stderr, "persistd: accept: %s\n", strerror(errno));
