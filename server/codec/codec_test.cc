@@ -1,0 +1,678 @@
+#include "server/codec/codec.h"
+
+#include <zlib.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
+#include "gtest/gtest.h"
+#include "server/io/byte_sink.h"
+
+namespace persistd {
+namespace {
+
+constexpr Codec kCodecs[] = {Codec::kNone, Codec::kZlib, Codec::kGzip,
+                             Codec::kBz2,  Codec::kLzma, Codec::kXz,
+                             Codec::kLz4,  Codec::kZstd};
+constexpr Codec kCompressors[] = {Codec::kZlib, Codec::kGzip, Codec::kBz2,
+                                  Codec::kLzma, Codec::kXz,   Codec::kLz4,
+                                  Codec::kZstd};
+
+// Deterministic bytes that barely compress.
+std::string RandomBytes(size_t size, uint64_t seed) {
+  std::string out(size, '\0');
+  uint64_t x = seed * 0x9e3779b97f4a7c15ull + 1;
+  for (size_t i = 0; i < size; ++i) {
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    out[i] = static_cast<char>(x >> 24);
+  }
+  return out;
+}
+
+// Random-ish: like float64 arrays, random mantissas under repeated
+// exponents, so it compresses a little.
+std::string RandomishBytes(size_t size) {
+  std::string out = RandomBytes(size, 42);
+  for (size_t i = 7; i < size; i += 8) out[i] = '\x3f';
+  return out;
+}
+
+// Text-like, highly compressible.
+std::string CompressibleBytes(size_t size) {
+  std::string out;
+  out.reserve(size + 64);
+  for (uint64_t i = 0; out.size() < size; ++i) {
+    absl::StrAppend(&out, "row ", i % 1000, ": the quick brown fox ", i / 7,
+                    "\n");
+  }
+  out.resize(size);
+  return out;
+}
+
+// The quickest level of each codec, for tests about plumbing.
+int FastLevel(Codec codec) {
+  return (codec == Codec::kLzma || codec == Codec::kXz || codec == Codec::kLz4)
+             ? 0
+             : 1;
+}
+
+// Appends `data` in pieces of varying size, to cross every block boundary.
+absl::Status AppendInPieces(ByteSink* sink, absl::string_view data) {
+  static constexpr size_t kSteps[] = {1, 13, 4096, 65537, (1 << 20) + 5,
+                                      3 << 20};
+  for (size_t i = 0; !data.empty(); ++i) {
+    size_t n = std::min(data.size(), kSteps[i % 6]);
+    absl::Status status = sink->Append(data.substr(0, n));
+    if (!status.ok()) return status;
+    data.remove_prefix(n);
+  }
+  return absl::OkStatus();
+}
+
+std::string Encode(Codec codec, int level, int threads,
+                   absl::string_view data) {
+  StringSink sink;
+  absl::StatusOr<std::unique_ptr<ByteSink>> encoder =
+      NewEncoder(codec, level, threads, &sink);
+  EXPECT_TRUE(encoder.ok()) << encoder.status();
+  if (!encoder.ok()) return "";
+  EXPECT_TRUE(AppendInPieces(encoder->get(), data).ok());
+  absl::Status status = (*encoder)->Finish();
+  EXPECT_TRUE(status.ok()) << status;
+  return sink.data();
+}
+
+// Records how it is called; optionally fails once `fail_after` bytes have
+// arrived.
+class RecordingSink : public ByteSink {
+ public:
+  absl::Status Append(absl::string_view data) override {
+    ++appends;
+    max_append = std::max(max_append, data.size());
+    bytes += data.size();
+    if (bytes > fail_after) return absl::ResourceExhaustedError("sink full");
+    return absl::OkStatus();
+  }
+  absl::Status Finish() override {
+    ++finishes;
+    return absl::OkStatus();
+  }
+
+  size_t fail_after = SIZE_MAX;
+  size_t appends = 0;
+  size_t max_append = 0;
+  size_t bytes = 0;
+  int finishes = 0;
+};
+
+// ---------------------------------------------------------------- names
+
+TEST(CodecTest, NamesRoundTrip) {
+  const char* names[] = {"none", "zlib", "gzip", "bz2",
+                         "lzma", "xz",   "lz4",  "zstd"};
+  for (int i = 0; i < 8; ++i) {
+    Codec codec = static_cast<Codec>(i);
+    EXPECT_EQ(CodecName(codec), names[i]);
+    EXPECT_EQ(CodecFromName(names[i]), codec);
+  }
+  EXPECT_EQ(CodecName(static_cast<Codec>(8)), "unknown");
+  EXPECT_FALSE(CodecFromName("gz").has_value());
+  EXPECT_FALSE(CodecFromName("").has_value());
+}
+
+TEST(CodecTest, DefaultLevelsAreJoblibs) {
+  EXPECT_EQ(DefaultLevel(Codec::kZlib), 3);
+  EXPECT_EQ(DefaultLevel(Codec::kGzip), 3);
+  EXPECT_EQ(DefaultLevel(Codec::kBz2), 9);
+  EXPECT_EQ(DefaultLevel(Codec::kLzma), 6);
+  EXPECT_EQ(DefaultLevel(Codec::kXz), 6);
+  EXPECT_EQ(DefaultLevel(Codec::kLz4), 0);
+  EXPECT_EQ(DefaultLevel(Codec::kZstd), 3);
+  EXPECT_EQ(DefaultLevel(Codec::kNone), 0);
+}
+
+// ------------------------------------------------------------ detection
+
+TEST(DetectCodecTest, MagicBytes) {
+  EXPECT_EQ(DetectCodec("\x78\x9c"), Codec::kZlib);
+  EXPECT_EQ(DetectCodec("\x78"), Codec::kZlib);
+  EXPECT_EQ(DetectCodec("\x1f\x8b\x08"), Codec::kGzip);
+  EXPECT_EQ(DetectCodec("BZh9"), Codec::kBz2);
+  EXPECT_EQ(DetectCodec(absl::string_view("\x5d\x00\x00\x80\x00", 5)),
+            Codec::kLzma);
+  EXPECT_EQ(DetectCodec("\xfd\x37\x7a\x58\x5a"), Codec::kXz);
+  EXPECT_EQ(DetectCodec("\x04\x22\x4d\x18\x40"), Codec::kLz4);
+  EXPECT_EQ(DetectCodec("\x28\xb5\x2f\xfd"), Codec::kZstd);
+}
+
+TEST(DetectCodecTest, EverythingElseIsNone) {
+  EXPECT_EQ(DetectCodec(""), Codec::kNone);
+  EXPECT_EQ(DetectCodec("\x80\x04\x95"), Codec::kNone);  // pickle PROTO 4
+  EXPECT_EQ(DetectCodec("ZF0x1f4"), Codec::kNone);       // legacy, caller's
+  EXPECT_EQ(DetectCodec("B"), Codec::kNone);
+  EXPECT_EQ(DetectCodec("\x1f"), Codec::kNone);
+  EXPECT_EQ(DetectCodec("\x5d\x01"), Codec::kNone);
+  EXPECT_EQ(DetectCodec("\xfd\x37\x7a\x58"), Codec::kNone);
+  EXPECT_EQ(DetectCodec("\x04\x22\x4d"), Codec::kNone);
+  EXPECT_EQ(DetectCodec("\x28\xb5\x2f\xfe"), Codec::kNone);
+}
+
+// ------------------------------------------------------------- levels
+
+TEST(LevelTest, AcceptsEachCodecsRange) {
+  for (Codec codec : kCodecs) EXPECT_TRUE(ValidateLevel(codec, -1).ok());
+  for (int level = 1; level <= 9; ++level) {
+    EXPECT_TRUE(ValidateLevel(Codec::kZlib, level).ok());
+    EXPECT_TRUE(ValidateLevel(Codec::kGzip, level).ok());
+    EXPECT_TRUE(ValidateLevel(Codec::kBz2, level).ok());
+  }
+  EXPECT_TRUE(ValidateLevel(Codec::kLzma, 0).ok());
+  EXPECT_TRUE(ValidateLevel(Codec::kXz, 9).ok());
+  EXPECT_TRUE(ValidateLevel(Codec::kLz4, 0).ok());
+  EXPECT_TRUE(ValidateLevel(Codec::kLz4, 16).ok());
+  EXPECT_TRUE(ValidateLevel(Codec::kZstd, 22).ok());
+  EXPECT_TRUE(ValidateLevel(Codec::kZstd, -7).ok());
+  EXPECT_TRUE(ValidateLevel(Codec::kZstd, -2).ok());
+  EXPECT_TRUE(ValidateLevel(Codec::kZstd, -131072).ok());
+  EXPECT_TRUE(ValidateLevel(Codec::kNone, 5).ok());
+}
+
+TEST(LevelTest, RejectsOthersWithAUsefulMessage) {
+  struct Case {
+    Codec codec;
+    int level;
+    const char* range;
+  };
+  const Case cases[] = {
+      {Codec::kZlib, 0, "1..9"},   {Codec::kZlib, 10, "1..9"},
+      {Codec::kGzip, -2, "1..9"},  {Codec::kBz2, 0, "1..9"},
+      {Codec::kLzma, 10, "0..9"},  {Codec::kXz, -3, "0..9"},
+      {Codec::kLz4, 17, "0..16"},  {Codec::kLz4, -2, "0..16"},
+      {Codec::kZstd, 23, "1..22"}, {Codec::kZstd, 0, "1..22"},
+      {Codec::kZstd, -131073, "-131072..-2"},
+  };
+  for (const Case& c : cases) {
+    StringSink sink;
+    absl::StatusOr<std::unique_ptr<ByteSink>> encoder =
+        NewEncoder(c.codec, c.level, 1, &sink);
+    ASSERT_FALSE(encoder.ok()) << CodecName(c.codec) << " " << c.level;
+    EXPECT_EQ(encoder.status().code(), absl::StatusCode::kInvalidArgument);
+    std::string message(encoder.status().message());
+    EXPECT_NE(message.find(std::string(CodecName(c.codec))), std::string::npos)
+        << message;
+    EXPECT_NE(message.find(absl::StrCat(" ", c.level, ";")), std::string::npos)
+        << message;
+    EXPECT_NE(message.find(c.range), std::string::npos) << message;
+  }
+}
+
+TEST(LevelTest, UnknownCodecIsInvalidArgument) {
+  StringSink sink;
+  Codec bogus = static_cast<Codec>(9);
+  EXPECT_EQ(NewEncoder(bogus, -1, 1, &sink).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  size_t consumed = 0;
+  EXPECT_EQ(Decode(bogus, "x", &sink, &consumed).code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+// ---------------------------------------------------------- round trips
+
+struct Inputs {
+  std::string empty;
+  std::string one = "\x80";
+  std::string randomish = RandomishBytes(3 << 20);
+  std::string compressible = CompressibleBytes(10 << 20);
+};
+
+const Inputs& TestInputs() {
+  static const Inputs* inputs = new Inputs;
+  return *inputs;
+}
+
+class RoundTripTest
+    : public ::testing::TestWithParam<std::tuple<Codec, int, int>> {};
+
+TEST_P(RoundTripTest, DecodesToTheInput) {
+  auto [codec, level, threads] = GetParam();
+  const Inputs& in = TestInputs();
+  for (const std::string* input :
+       {&in.empty, &in.one, &in.randomish, &in.compressible}) {
+    SCOPED_TRACE(absl::StrCat(CodecName(codec), " level ", level, " threads ",
+                              threads, " size ", input->size()));
+    std::string encoded = Encode(codec, level, threads, *input);
+    if (codec != Codec::kNone) {
+      EXPECT_EQ(DetectCodec(encoded), codec);
+    }
+    StringSink decoded;
+    size_t consumed = 0;
+    absl::Status status = Decode(codec, encoded, &decoded, &consumed);
+    ASSERT_TRUE(status.ok()) << status;
+    EXPECT_EQ(consumed, encoded.size());
+    ASSERT_EQ(decoded.data().size(), input->size());
+    EXPECT_TRUE(decoded.data() == *input);
+    if (input == &in.compressible && codec != Codec::kNone) {
+      EXPECT_LT(encoded.size(), input->size() / 4);
+    }
+  }
+}
+
+std::vector<std::tuple<Codec, int, int>> RoundTripCases() {
+  std::vector<std::tuple<Codec, int, int>> cases;
+  auto add = [&](Codec codec, std::vector<int> levels,
+                 std::vector<int> thread_counts) {
+    for (int level : levels) {
+      for (int threads : thread_counts) {
+        cases.emplace_back(codec, level, threads);
+      }
+    }
+  };
+  // bz2 and lzma have no parallel encoder: threads is ignored.
+  add(Codec::kNone, {-1}, {1});
+  add(Codec::kZlib, {1, -1, 6, 9}, {1, 2});
+  add(Codec::kGzip, {1, -1, 9}, {1, 2});
+  add(Codec::kBz2, {1, -1}, {1});
+  add(Codec::kLzma, {0, -1}, {1});
+  add(Codec::kXz, {0, -1}, {1, 2});
+  add(Codec::kLz4, {-1, 1, 9}, {1, 2});
+  add(Codec::kZstd, {-5, 1, -1, 12}, {1, 2});
+  return cases;
+}
+
+std::string RoundTripName(
+    const ::testing::TestParamInfo<std::tuple<Codec, int, int>>& info) {
+  Codec codec = std::get<0>(info.param);
+  int level = std::get<1>(info.param);
+  int threads = std::get<2>(info.param);
+  return absl::StrCat(
+      CodecName(codec), "_level",
+      level < 0 ? absl::StrCat("m", -level) : absl::StrCat(level), "_threads",
+      threads);
+}
+
+INSTANTIATE_TEST_SUITE_P(AllCodecs, RoundTripTest,
+                         ::testing::ValuesIn(RoundTripCases()), RoundTripName);
+
+TEST(RoundTripTest, ExtremeLevelsOnSmallInputs) {
+  const std::string input =
+      RandomishBytes(150000) + CompressibleBytes(300000) + RandomishBytes(10);
+  const std::pair<Codec, int> cases[] = {
+      {Codec::kBz2, 9},   {Codec::kLzma, 9},  {Codec::kXz, 9},
+      {Codec::kLz4, 12},  {Codec::kLz4, 16},  {Codec::kZstd, 19},
+      {Codec::kZstd, 22}, {Codec::kZstd, -50}};
+  for (const auto& [codec, level] : cases) {
+    for (int threads : {1, 2}) {
+      SCOPED_TRACE(absl::StrCat(CodecName(codec), " level ", level,
+                                " threads ", threads));
+      std::string encoded = Encode(codec, level, threads, input);
+      StringSink decoded;
+      size_t consumed = 0;
+      ASSERT_TRUE(Decode(codec, encoded, &decoded, &consumed).ok());
+      EXPECT_EQ(consumed, encoded.size());
+      EXPECT_TRUE(decoded.data() == input);
+    }
+  }
+}
+
+// ------------------------------------------------------- exact headers
+
+TEST(HeaderTest, ZlibHeaderFollowsTheLevel) {
+  const std::pair<int, absl::string_view> cases[] = {
+      {1, "\x78\x01"}, {2, "\x78\x5e"}, {3, "\x78\x5e"},
+      {5, "\x78\x5e"}, {6, "\x78\x9c"}, {7, "\x78\xda"}, {9, "\x78\xda"}};
+  for (int threads : {1, 2}) {
+    for (const auto& [level, header] : cases) {
+      std::string encoded = Encode(Codec::kZlib, level, threads, "abc");
+      EXPECT_EQ(encoded.substr(0, 2), header) << level << " " << threads;
+    }
+  }
+}
+
+TEST(HeaderTest, GzipHeaderIsZlibsWithoutNameOrTime) {
+  for (int threads : {1, 2}) {
+    EXPECT_EQ(Encode(Codec::kGzip, 1, threads, "abc").substr(0, 10),
+              absl::string_view("\x1f\x8b\x08\0\0\0\0\0\x04\x03", 10));
+    EXPECT_EQ(Encode(Codec::kGzip, 3, threads, "abc").substr(0, 10),
+              absl::string_view("\x1f\x8b\x08\0\0\0\0\0\x00\x03", 10));
+    EXPECT_EQ(Encode(Codec::kGzip, 9, threads, "abc").substr(0, 10),
+              absl::string_view("\x1f\x8b\x08\0\0\0\0\0\x02\x03", 10));
+  }
+}
+
+TEST(HeaderTest, OtherHeadersMatchPython) {
+  EXPECT_EQ(Encode(Codec::kBz2, 9, 1, "abc").substr(0, 4), "BZh9");
+  EXPECT_EQ(Encode(Codec::kBz2, 1, 1, "abc").substr(0, 4), "BZh1");
+  // lzma_alone: lc/lp/pb byte 5d, dictionary 8 MiB (preset 6), size unknown.
+  EXPECT_EQ(Encode(Codec::kLzma, 6, 1, "abc").substr(0, 13),
+            absl::string_view("\x5d\x00\x00\x80\x00\xff\xff\xff\xff\xff\xff"
+                              "\xff\xff",
+                              13));
+  // xz: magic, stream flags 00 04 (CRC64).
+  EXPECT_EQ(Encode(Codec::kXz, 6, 1, "abc").substr(0, 8),
+            absl::string_view("\xfd\x37\x7a\x58\x5a\x00\x00\x04", 8));
+  EXPECT_EQ(Encode(Codec::kXz, 6, 2, "abc").substr(0, 8),
+            absl::string_view("\xfd\x37\x7a\x58\x5a\x00\x00\x04", 8));
+  // lz4: FLG 40 (linked, no checksum, no size), BD 40 (64 KiB), as
+  // python-lz4's LZ4FrameFile; the parallel encoder sets independent blocks.
+  EXPECT_EQ(Encode(Codec::kLz4, 0, 1, "abc").substr(0, 6),
+            "\x04\x22\x4d\x18\x40\x40");
+  EXPECT_EQ(Encode(Codec::kLz4, 0, 2, "abc").substr(0, 6),
+            "\x04\x22\x4d\x18\x60\x40");
+  // lz4 end mark.
+  std::string lz4 = Encode(Codec::kLz4, 0, 1, "abc");
+  EXPECT_EQ(lz4.substr(lz4.size() - 4), absl::string_view("\0\0\0\0", 4));
+}
+
+// -------------------------------------------------- trailing data (#1161)
+
+TEST(TrailingDataTest, ConsumedExcludesWhatFollowsTheStream) {
+  const std::string input = CompressibleBytes(3 << 20) + RandomBytes(5000, 3);
+  for (Codec codec : kCompressors) {
+    for (int threads : {1, 2}) {
+      SCOPED_TRACE(absl::StrCat(CodecName(codec), " threads ", threads));
+      std::string encoded = Encode(codec, FastLevel(codec), threads, input);
+      const std::string suffixes[] = {
+          std::string("garbage after the stream"),
+          std::string(1, '\0'),
+          std::string(1 << 20, '\xff'),
+          Encode(codec, -1, 1, "second stream"),
+      };
+      for (const std::string& suffix : suffixes) {
+        StringSink decoded;
+        size_t consumed = 0;
+        absl::Status status =
+            Decode(codec, encoded + suffix, &decoded, &consumed);
+        ASSERT_TRUE(status.ok()) << status;
+        EXPECT_EQ(consumed, encoded.size());
+        EXPECT_TRUE(decoded.data() == input);
+      }
+    }
+  }
+}
+
+TEST(TrailingDataTest, NoneConsumesEverything) {
+  StringSink decoded;
+  size_t consumed = 0;
+  ASSERT_TRUE(Decode(Codec::kNone, "abc", &decoded, &consumed).ok());
+  EXPECT_EQ(consumed, 3u);
+  EXPECT_EQ(decoded.data(), "abc");
+}
+
+// ------------------------------------------ concatenated streams (DecodeAll)
+
+TEST(DecodeAllTest, FollowsConcatenatedStreamsWherePythonDoes) {
+  const std::string a = CompressibleBytes(2 << 20);
+  const std::string b = RandomishBytes(70000);
+  for (Codec codec : kCompressors) {
+    SCOPED_TRACE(CodecName(codec));
+    std::string first = Encode(codec, FastLevel(codec), 1, a);
+    std::string second = Encode(codec, FastLevel(codec), 2, b);
+    const bool follows = codec == Codec::kBz2 || codec == Codec::kLzma ||
+                         codec == Codec::kXz || codec == Codec::kLz4;
+    for (absl::string_view tail : {absl::string_view(""),
+                                   absl::string_view("not a stream")}) {
+      std::string input = first + second + std::string(tail);
+      StringSink decoded;
+      size_t consumed = 0;
+      ASSERT_TRUE(DecodeAll(codec, input, &decoded, &consumed).ok());
+      if (follows) {
+        EXPECT_EQ(consumed, first.size() + second.size());
+        EXPECT_TRUE(decoded.data() == a + b);
+      } else {
+        EXPECT_EQ(consumed, first.size());
+        EXPECT_TRUE(decoded.data() == a);
+      }
+    }
+    if (follows) {
+      // A second stream that starts but is cut short is an error.
+      std::string input = first + second.substr(0, second.size() / 2);
+      StringSink decoded;
+      size_t consumed = 0;
+      EXPECT_EQ(DecodeAll(codec, input, &decoded, &consumed).code(),
+                absl::StatusCode::kDataLoss);
+    }
+  }
+}
+
+// ------------------------------------------------- truncated and corrupt
+
+TEST(TruncationTest, EveryCutIsDataLossNamingTheCodec) {
+  const std::string input = RandomishBytes(300000) + CompressibleBytes(300000);
+  for (Codec codec : kCompressors) {
+    for (int threads : {1, 2}) {
+      std::string encoded = Encode(codec, -1, threads, input);
+      std::vector<size_t> cuts = {0, 1, 2, 3, 5, 9, 12, 18};
+      for (size_t cut = 20; cut < encoded.size(); cut += encoded.size() / 37) {
+        cuts.push_back(cut);
+      }
+      for (size_t back = 1; back <= 12; ++back) {
+        cuts.push_back(encoded.size() - back);
+      }
+      for (size_t cut : cuts) {
+        SCOPED_TRACE(absl::StrCat(CodecName(codec), " threads ", threads,
+                                  " cut at ", cut, " of ", encoded.size()));
+        StringSink decoded;
+        size_t consumed = 12345;
+        absl::Status status = Decode(codec, absl::string_view(encoded).substr(
+                                                0, cut),
+                                     &decoded, &consumed);
+        EXPECT_EQ(status.code(), absl::StatusCode::kDataLoss) << status;
+        EXPECT_EQ(status.message(),
+                  absl::StrCat(CodecName(codec),
+                               " stream is truncated (file ends before the "
+                               "end mark)"));
+        EXPECT_EQ(consumed, 12345u);  // untouched on error
+      }
+    }
+  }
+}
+
+TEST(CorruptionTest, FlippedBytesNeverCrash) {
+  const std::string input = RandomishBytes(50000) + CompressibleBytes(100000);
+  for (Codec codec : kCompressors) {
+    std::string encoded = Encode(codec, -1, 1, input);
+    int errors = 0;
+    int trials = 0;
+    for (size_t pos = 0; pos < encoded.size();
+         pos += 1 + encoded.size() / 200) {
+      for (int mask : {0x01, 0xff}) {
+        std::string bad = encoded;
+        bad[pos] = static_cast<char>(bad[pos] ^ mask);
+        StringSink decoded;
+        size_t consumed = 0;
+        absl::Status status = Decode(codec, bad, &decoded, &consumed);
+        ++trials;
+        if (!status.ok()) {
+          ++errors;
+          EXPECT_TRUE(status.code() == absl::StatusCode::kDataLoss ||
+                      status.code() == absl::StatusCode::kResourceExhausted)
+              << status;
+          EXPECT_EQ(status.message().substr(0, CodecName(codec).size()),
+                    CodecName(codec))
+              << status;
+        } else {
+          EXPECT_LE(consumed, bad.size());
+        }
+      }
+    }
+    SCOPED_TRACE(CodecName(codec));
+    EXPECT_GT(errors, 0);
+    // With a checksum (all but lz4 as joblib writes it), nearly every flip
+    // in the payload must be caught.
+    if (codec != Codec::kLz4) {
+      EXPECT_GT(errors, trials * 9 / 10);
+    }
+  }
+}
+
+TEST(CorruptionTest, GarbageAfterTheMagicIsAnError) {
+  const std::string garbage = RandomBytes(100000, 7);
+  const absl::string_view magics[] = {
+      "\x78\x9c", "\x1f\x8b\x08\x00", "BZh9", absl::string_view("\x5d\x00", 2),
+      "\xfd\x37\x7a\x58\x5a", "\x04\x22\x4d\x18", "\x28\xb5\x2f\xfd"};
+  for (size_t i = 0; i < 7; ++i) {
+    StringSink decoded;
+    size_t consumed = 0;
+    std::string bad = std::string(magics[i]) + garbage;
+    absl::Status status = Decode(kCompressors[i], bad, &decoded, &consumed);
+    EXPECT_FALSE(status.ok()) << CodecName(kCompressors[i]);
+  }
+}
+
+// --------------------------------------------- gzip headers from others
+
+TEST(GzipTest, DecodesHeadersWithNameAndComment) {
+  const std::string input = CompressibleBytes(100000);
+  z_stream stream{};
+  ASSERT_EQ(deflateInit2(&stream, 6, Z_DEFLATED, 31, 8, Z_DEFAULT_STRATEGY),
+            Z_OK);
+  gz_header header{};
+  char name[] = "model.pkl";
+  char comment[] = "written by gzip(1)";
+  header.name = reinterpret_cast<Bytef*>(name);
+  header.comment = reinterpret_cast<Bytef*>(comment);
+  header.time = 1700000000;
+  header.hcrc = 1;
+  ASSERT_EQ(deflateSetHeader(&stream, &header), Z_OK);
+  std::string encoded(deflateBound(&stream, input.size()) + 100, '\0');
+  stream.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(input.data()));
+  stream.avail_in = static_cast<uInt>(input.size());
+  stream.next_out = reinterpret_cast<Bytef*>(&encoded[0]);
+  stream.avail_out = static_cast<uInt>(encoded.size());
+  ASSERT_EQ(deflate(&stream, Z_FINISH), Z_STREAM_END);
+  encoded.resize(stream.total_out);
+  deflateEnd(&stream);
+
+  EXPECT_EQ(DetectCodec(encoded), Codec::kGzip);
+  StringSink decoded;
+  size_t consumed = 0;
+  ASSERT_TRUE(Decode(Codec::kGzip, encoded, &decoded, &consumed).ok());
+  EXPECT_EQ(consumed, encoded.size());
+  EXPECT_TRUE(decoded.data() == input);
+}
+
+// ------------------------------------------------ sink usage and errors
+
+TEST(SinkTest, EncoderWritesLargeChunksAndFinishesOutOnce) {
+  const std::string input = RandomishBytes(5 << 20);
+  for (Codec codec : kCodecs) {
+    for (int threads : {1, 2}) {
+      SCOPED_TRACE(absl::StrCat(CodecName(codec), " threads ", threads));
+      RecordingSink sink;
+      absl::StatusOr<std::unique_ptr<ByteSink>> encoder =
+          NewEncoder(codec, FastLevel(codec), threads, &sink);
+      ASSERT_TRUE(encoder.ok());
+      for (size_t i = 0; i < input.size(); i += 1000) {
+        ASSERT_TRUE((*encoder)->Append(input.substr(i, 1000)).ok());
+      }
+      EXPECT_EQ(sink.finishes, 0);
+      ASSERT_TRUE((*encoder)->Finish().ok());
+      EXPECT_EQ(sink.finishes, 1);
+      if (codec != Codec::kNone) {
+        // About 1 MiB per append, not one per input piece.
+        EXPECT_LE(sink.appends, sink.bytes / (256 << 10) + 4);
+      }
+      EXPECT_EQ((*encoder)->Append("x").code(),
+                absl::StatusCode::kFailedPrecondition);
+      EXPECT_EQ((*encoder)->Finish().code(),
+                absl::StatusCode::kFailedPrecondition);
+      EXPECT_EQ(sink.finishes, 1);
+    }
+  }
+}
+
+TEST(SinkTest, DecodeFeedsLargeChunksAndDoesNotFinish) {
+  const std::string input = CompressibleBytes(10 << 20);
+  for (Codec codec : kCodecs) {
+    SCOPED_TRACE(CodecName(codec));
+    std::string encoded = Encode(codec, FastLevel(codec), 1, input);
+    RecordingSink sink;
+    size_t consumed = 0;
+    ASSERT_TRUE(Decode(codec, encoded, &sink, &consumed).ok());
+    EXPECT_EQ(sink.bytes, input.size());
+    EXPECT_EQ(sink.finishes, 0);
+    if (codec != Codec::kNone) {
+      EXPECT_LE(sink.max_append, size_t{1} << 20);
+      EXPECT_LE(sink.appends, 12u);
+    }
+  }
+}
+
+TEST(SinkTest, TinyAppendsRoundTrip) {
+  const std::string input = CompressibleBytes(200000) + RandomishBytes(100000);
+  for (Codec codec : kCodecs) {
+    for (int threads : {1, 2}) {
+      SCOPED_TRACE(absl::StrCat(CodecName(codec), " threads ", threads));
+      StringSink sink;
+      absl::StatusOr<std::unique_ptr<ByteSink>> encoder =
+          NewEncoder(codec, FastLevel(codec), threads, &sink);
+      ASSERT_TRUE(encoder.ok());
+      // Tiny pieces, one large piece in the middle, tiny pieces again.
+      size_t pos = 0;
+      for (size_t i = 0; pos < input.size(); ++i) {
+        size_t n = (pos >= 100000 && pos < 101000) ? 150000 : 1 + i % 7;
+        n = std::min(n, input.size() - pos);
+        ASSERT_TRUE((*encoder)->Append(absl::string_view(input).substr(pos, n))
+                        .ok());
+        pos += n;
+      }
+      ASSERT_TRUE((*encoder)->Finish().ok());
+      StringSink decoded;
+      size_t consumed = 0;
+      ASSERT_TRUE(Decode(codec, sink.data(), &decoded, &consumed).ok());
+      EXPECT_TRUE(decoded.data() == input);
+    }
+  }
+}
+
+TEST(SinkTest, SinkErrorsPropagate) {
+  const std::string input = RandomishBytes(4 << 20);
+  for (Codec codec : kCodecs) {
+    for (int threads : {1, 2}) {
+      SCOPED_TRACE(absl::StrCat(CodecName(codec), " threads ", threads));
+      RecordingSink sink;
+      sink.fail_after = 2 << 20;
+      absl::StatusOr<std::unique_ptr<ByteSink>> encoder =
+          NewEncoder(codec, FastLevel(codec), threads, &sink);
+      ASSERT_TRUE(encoder.ok());
+      absl::Status status = AppendInPieces(encoder->get(), input);
+      if (status.ok()) status = (*encoder)->Finish();
+      EXPECT_EQ(status.code(), absl::StatusCode::kResourceExhausted);
+      // The encoder stays failed; destroying it must be clean.
+      EXPECT_EQ((*encoder)->Append("x").code(),
+                absl::StatusCode::kResourceExhausted);
+      EXPECT_EQ(sink.finishes, 0);
+    }
+    std::string encoded = Encode(codec, FastLevel(codec), 1, input);
+    RecordingSink sink;
+    sink.fail_after = 2 << 20;
+    size_t consumed = 0;
+    EXPECT_EQ(Decode(codec, encoded, &sink, &consumed).code(),
+              absl::StatusCode::kResourceExhausted);
+  }
+}
+
+TEST(SinkTest, AbandonedEncodersAreFreed) {
+  const std::string input = RandomishBytes(3 << 20);
+  for (Codec codec : kCodecs) {
+    for (int threads : {1, 2}) {
+      StringSink sink;
+      absl::StatusOr<std::unique_ptr<ByteSink>> encoder =
+          NewEncoder(codec, FastLevel(codec), threads, &sink);
+      ASSERT_TRUE(encoder.ok());
+      ASSERT_TRUE((*encoder)->Append(input).ok());
+      // Destroyed here without Finish (workers may still be busy).
+    }
+  }
+}
+
+}  // namespace
+}  // namespace persistd

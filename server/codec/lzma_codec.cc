@@ -1,0 +1,195 @@
+// .lzma (LZMA_Alone) and .xz streams, as Python's lzma.LZMAFile writes them:
+// lzma_alone_encoder(lzma_lzma_preset(level)) with an unknown size (ff x 8)
+// and an end marker, and lzma_easy_encoder(level, LZMA_CHECK_CRC64).
+#include <lzma.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "server/codec/codec_internal.h"
+
+namespace persistd {
+namespace codec_internal {
+namespace {
+
+absl::string_view Name(bool xz) { return xz ? "xz" : "lzma"; }
+
+std::string LzmaRetName(lzma_ret rc) {
+  switch (rc) {
+    case LZMA_MEM_ERROR:
+      return "out of memory";
+    case LZMA_MEMLIMIT_ERROR:
+      return "memory limit reached";
+    case LZMA_FORMAT_ERROR:
+      return "not a valid header (wrong format)";
+    case LZMA_OPTIONS_ERROR:
+      return "unsupported options";
+    case LZMA_DATA_ERROR:
+      return "data is corrupt";
+    case LZMA_BUF_ERROR:
+      return "no progress possible";
+    case LZMA_PROG_ERROR:
+      return "programming error";
+    case LZMA_UNSUPPORTED_CHECK:
+      return "unsupported integrity check";
+    default:
+      return absl::StrCat("error ", static_cast<int>(rc));
+  }
+}
+
+absl::Status LzmaError(bool xz, absl::string_view what, lzma_ret rc) {
+  std::string message =
+      absl::StrCat(Name(xz), " ", what, " failed: ", LzmaRetName(rc));
+  if (rc == LZMA_MEM_ERROR || rc == LZMA_MEMLIMIT_ERROR) {
+    return absl::ResourceExhaustedError(message);
+  }
+  return absl::InternalError(message);
+}
+
+// Invariant: stream_ holds an initialized coder from Create to destruction.
+class LzmaEncoder : public Encoder {
+ public:
+  static absl::StatusOr<std::unique_ptr<ByteSink>> Create(bool xz, int level,
+                                                          int threads,
+                                                          ByteSink* out) {
+    std::unique_ptr<LzmaEncoder> encoder(new LzmaEncoder(xz, out));
+    lzma_stream* stream = &encoder->stream_;
+    const uint32_t preset = static_cast<uint32_t>(level);
+    lzma_ret rc;
+    if (!xz) {
+      lzma_options_lzma options;
+      if (lzma_lzma_preset(&options, preset)) {
+        return LzmaError(xz, "lzma_lzma_preset", LZMA_OPTIONS_ERROR);
+      }
+      rc = lzma_alone_encoder(stream, &options);
+    } else if (threads > 1) {
+      // Several independent blocks (default size 3 x dictionary), one
+      // stream; any xz decoder reads it.
+      lzma_mt mt{};
+      mt.threads = static_cast<uint32_t>(threads);
+      mt.preset = preset;
+      mt.check = LZMA_CHECK_CRC64;
+      rc = lzma_stream_encoder_mt(stream, &mt);
+    } else {
+      rc = lzma_easy_encoder(stream, preset, LZMA_CHECK_CRC64);
+    }
+    if (rc != LZMA_OK) return LzmaError(xz, "encoder init", rc);
+    return std::unique_ptr<ByteSink>(std::move(encoder));
+  }
+
+  ~LzmaEncoder() override { lzma_end(&stream_); }
+
+ private:
+  LzmaEncoder(bool xz, ByteSink* out) : Encoder(out), xz_(xz) {}
+
+  absl::Status Compress(absl::string_view data) override {
+    stream_.next_in = reinterpret_cast<const uint8_t*>(data.data());
+    stream_.avail_in = data.size();
+    return Code(LZMA_RUN);
+  }
+
+  absl::Status End() override {
+    absl::Status status = Code(LZMA_FINISH);
+    if (!status.ok()) return status;
+    return buffer_.FlushTo(out());
+  }
+
+  // Runs lzma_code until the input is used up (LZMA_RUN) or the stream is
+  // ended (LZMA_FINISH).
+  absl::Status Code(lzma_action action) {
+    while (true) {
+      if (buffer_.full()) {
+        absl::Status status = buffer_.FlushTo(out());
+        if (!status.ok()) return status;
+      }
+      size_t room = buffer_.free_size();
+      stream_.next_out = reinterpret_cast<uint8_t*>(buffer_.free_data());
+      stream_.avail_out = room;
+      lzma_ret rc = lzma_code(&stream_, action);
+      buffer_.Commit(room - stream_.avail_out);
+      if (rc == LZMA_STREAM_END) return absl::OkStatus();
+      if (rc != LZMA_OK) return LzmaError(xz_, "lzma_code", rc);
+      if (action == LZMA_RUN && stream_.avail_in == 0 &&
+          stream_.avail_out > 0) {
+        return absl::OkStatus();
+      }
+    }
+  }
+
+  const bool xz_;
+  lzma_stream stream_ = LZMA_STREAM_INIT;
+  ChunkBuffer buffer_;
+};
+
+// Ends a coder on every return path.
+class LzmaGuard {
+ public:
+  explicit LzmaGuard(lzma_stream* stream) : stream_(stream) {}
+  ~LzmaGuard() { lzma_end(stream_); }
+  LzmaGuard(const LzmaGuard&) = delete;
+  LzmaGuard& operator=(const LzmaGuard&) = delete;
+
+ private:
+  lzma_stream* stream_;
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<ByteSink>> NewLzmaEncoder(bool xz, int level,
+                                                         int threads,
+                                                         ByteSink* out) {
+  return LzmaEncoder::Create(xz, level, threads, out);
+}
+
+absl::Status DecodeLzma(bool xz, absl::string_view input, ByteSink* out,
+                        size_t* consumed) {
+  lzma_stream stream = LZMA_STREAM_INIT;
+  // No memory limit (as Python's default) and, for xz, no
+  // LZMA_CONCATENATED: decoding stops after one stream.
+  lzma_ret rc = xz ? lzma_stream_decoder(&stream, UINT64_MAX, 0)
+                   : lzma_alone_decoder(&stream, UINT64_MAX);
+  if (rc != LZMA_OK) return LzmaError(xz, "decoder init", rc);
+  LzmaGuard guard(&stream);
+
+  ChunkBuffer buffer;
+  stream.next_in = reinterpret_cast<const uint8_t*>(input.data());
+  stream.avail_in = input.size();
+  while (true) {
+    size_t room = buffer.free_size();
+    stream.next_out = reinterpret_cast<uint8_t*>(buffer.free_data());
+    stream.avail_out = room;
+    rc = lzma_code(&stream, LZMA_RUN);
+    buffer.Commit(room - stream.avail_out);
+    if (rc == LZMA_STREAM_END) {
+      *consumed = input.size() - stream.avail_in;
+      return buffer.FlushTo(out);
+    }
+    if (rc == LZMA_OK) {
+      if (buffer.full()) {
+        absl::Status status = buffer.FlushTo(out);
+        if (!status.ok()) return status;
+      } else if (stream.avail_in == 0) {
+        // All the input is present: a stream that wants more is truncated.
+        return TruncatedError(Name(xz));
+      }
+      continue;
+    }
+    switch (rc) {
+      case LZMA_BUF_ERROR:
+        return TruncatedError(Name(xz));
+      case LZMA_FORMAT_ERROR:
+      case LZMA_OPTIONS_ERROR:
+      case LZMA_DATA_ERROR:
+        return CorruptError(Name(xz), stream.total_in, LzmaRetName(rc));
+      default:
+        return LzmaError(xz, "lzma_code", rc);
+    }
+  }
+}
+
+}  // namespace codec_internal
+}  // namespace persistd

@@ -1,0 +1,152 @@
+// zstd frames (not a joblib codec): ZSTD_compressStream2 with the level,
+// a content checksum, and libzstd's workers when threads > 1.
+#include <zstd.h>
+#include <zstd_errors.h>
+
+#include <memory>
+#include <string>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "server/codec/codec_internal.h"
+
+namespace persistd {
+namespace codec_internal {
+namespace {
+
+constexpr absl::string_view kName = "zstd";
+
+absl::Status ZstdError(absl::string_view what, size_t code) {
+  std::string message =
+      absl::StrCat("zstd ", what, " failed: ", ZSTD_getErrorName(code));
+  if (ZSTD_getErrorCode(code) == ZSTD_error_memory_allocation) {
+    return absl::ResourceExhaustedError(message);
+  }
+  return absl::InternalError(message);
+}
+
+// Invariant: ctx_ is a compression context with the parameters set, from
+// Create to destruction.
+class ZstdEncoder : public Encoder {
+ public:
+  static absl::StatusOr<std::unique_ptr<ByteSink>> Create(int level,
+                                                          int threads,
+                                                          ByteSink* out) {
+    std::unique_ptr<ZstdEncoder> encoder(new ZstdEncoder(out));
+    ZSTD_CCtx* ctx = ZSTD_createCCtx();
+    if (ctx == nullptr) {
+      return absl::ResourceExhaustedError("zstd ZSTD_createCCtx failed");
+    }
+    encoder->ctx_ = ctx;
+    size_t rc = ZSTD_CCtx_setParameter(ctx, ZSTD_c_compressionLevel, level);
+    if (ZSTD_isError(rc)) return ZstdError("setting the level", rc);
+    rc = ZSTD_CCtx_setParameter(ctx, ZSTD_c_checksumFlag, 1);
+    if (ZSTD_isError(rc)) return ZstdError("enabling the checksum", rc);
+    if (threads > 1) {
+      // Fails on a libzstd built without threads: then stay single-threaded.
+      rc = ZSTD_CCtx_setParameter(ctx, ZSTD_c_nbWorkers, threads);
+      if (ZSTD_isError(rc)) ZSTD_CCtx_setParameter(ctx, ZSTD_c_nbWorkers, 0);
+    }
+    return std::unique_ptr<ByteSink>(std::move(encoder));
+  }
+
+  ~ZstdEncoder() override { ZSTD_freeCCtx(ctx_); }
+
+ private:
+  explicit ZstdEncoder(ByteSink* out) : Encoder(out) {}
+
+  absl::Status Compress(absl::string_view data) override {
+    ZSTD_inBuffer in = {data.data(), data.size(), 0};
+    while (in.pos < in.size) {
+      absl::Status status = Step(&in, ZSTD_e_continue, nullptr);
+      if (!status.ok()) return status;
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status End() override {
+    ZSTD_inBuffer in = {nullptr, 0, 0};
+    size_t remaining = 1;
+    while (remaining != 0) {
+      absl::Status status = Step(&in, ZSTD_e_end, &remaining);
+      if (!status.ok()) return status;
+    }
+    return buffer_.FlushTo(out());
+  }
+
+  // One ZSTD_compressStream2 call into the free part of buffer_; stores the
+  // return value (bytes left to flush) in *remaining when not null.
+  absl::Status Step(ZSTD_inBuffer* in, ZSTD_EndDirective directive,
+                    size_t* remaining) {
+    if (buffer_.full()) {
+      absl::Status status = buffer_.FlushTo(out());
+      if (!status.ok()) return status;
+    }
+    ZSTD_outBuffer output = {buffer_.free_data(), buffer_.free_size(), 0};
+    size_t rc = ZSTD_compressStream2(ctx_, &output, in, directive);
+    buffer_.Commit(output.pos);
+    if (ZSTD_isError(rc)) return ZstdError("ZSTD_compressStream2", rc);
+    if (remaining != nullptr) *remaining = rc;
+    return absl::OkStatus();
+  }
+
+  ZSTD_CCtx* ctx_ = nullptr;
+  ChunkBuffer buffer_;
+};
+
+// Frees a decompression context on every return path.
+class DctxGuard {
+ public:
+  explicit DctxGuard(ZSTD_DCtx* ctx) : ctx_(ctx) {}
+  ~DctxGuard() { ZSTD_freeDCtx(ctx_); }
+  DctxGuard(const DctxGuard&) = delete;
+  DctxGuard& operator=(const DctxGuard&) = delete;
+
+ private:
+  ZSTD_DCtx* ctx_;
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<ByteSink>> NewZstdEncoder(int level,
+                                                         int threads,
+                                                         ByteSink* out) {
+  return ZstdEncoder::Create(level, threads, out);
+}
+
+absl::Status DecodeZstd(absl::string_view input, ByteSink* out,
+                        size_t* consumed) {
+  ZSTD_DCtx* ctx = ZSTD_createDCtx();
+  if (ctx == nullptr) {
+    return absl::ResourceExhaustedError("zstd ZSTD_createDCtx failed");
+  }
+  DctxGuard guard(ctx);
+
+  ChunkBuffer buffer;
+  ZSTD_inBuffer in = {input.data(), input.size(), 0};
+  while (true) {
+    ZSTD_outBuffer output = {buffer.free_data(), buffer.free_size(), 0};
+    // Returns 0 once a frame is decoded and flushed, and stops there.
+    size_t rc = ZSTD_decompressStream(ctx, &output, &in);
+    buffer.Commit(output.pos);
+    if (ZSTD_isError(rc)) {
+      if (ZSTD_getErrorCode(rc) == ZSTD_error_memory_allocation) {
+        return ZstdError("ZSTD_decompressStream", rc);
+      }
+      return CorruptError(kName, in.pos, ZSTD_getErrorName(rc));
+    }
+    if (rc == 0) {
+      *consumed = in.pos;
+      return buffer.FlushTo(out);
+    }
+    if (buffer.full()) {
+      absl::Status status = buffer.FlushTo(out);
+      if (!status.ok()) return status;
+    } else if (in.pos == in.size) {
+      return TruncatedError(kName);
+    }
+  }
+}
+
+}  // namespace codec_internal
+}  // namespace persistd
