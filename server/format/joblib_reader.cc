@@ -1,0 +1,178 @@
+#include "server/format/joblib_reader.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "server/format/pickle_opcodes.h"
+#include "server/format/pickle_scanner.h"
+#include "server/format/symbolic_stack.h"
+
+namespace persistd {
+namespace {
+
+using namespace pickle_op;  // NOLINT: opcode names read best unqualified.
+
+constexpr absl::string_view kCallMaterialize = "c__persistd__\nmaterialize\n(";
+constexpr absl::string_view kTupleReduce = "tR";
+
+// Opcodes of protocols 0 and 1, which a pickle without PROTO starts with.
+bool IsProtocol01Opcode(uint8_t code) {
+  static constexpr char kOps[] = "IJKMLSTUNVXF]ael)t}dsu02(1ghjpqrcRbio.PQG";
+  return code != 0 && std::memchr(kOps, code, sizeof(kOps) - 1) != nullptr;
+}
+
+// A change to the input that turns it into the skeleton.
+struct Edit {
+  enum Order { kInsertAfterBuild = 0, kRemove = 1, kInsertBeforeWrapper = 2 };
+  uint64_t offset;
+  Order order;          // among edits at the same offset
+  uint64_t end;         // kRemove: end of the removed range
+  absl::string_view text;  // inserts
+};
+
+absl::Status PastEnd(uint64_t offset) {
+  return absl::DataLossError(absl::StrFormat(
+      "array data runs past the end of the file (truncated?): the array "
+      "after offset %d",
+      offset));
+}
+
+// Finds where the data after a NumpyArrayWrapper's BUILD (ending at
+// `build_end`) lies and fills *location; returns the end of the data.
+absl::Status LocateData(absl::string_view stream, uint64_t build_end,
+                        const ArrayLayout& layout,
+                        LoadArrayLocation* location, uint64_t* data_end) {
+  const uint64_t size = stream.size();
+  if (layout.object) {
+    // A complete nested pickle (joblib: pickle.dump(array, protocol=5)).
+    PickleScanner nested(stream, build_end);
+    PickleOp op;
+    do {
+      absl::Status status = nested.Next(&op);
+      if (!status.ok()) {
+        return absl::DataLossError(absl::StrCat(
+            status.message(), " (in the object array stream that starts at "
+                              "offset ", build_end, ")"));
+      }
+    } while (op.code != kStop);
+    *location = {LoadArrayLocation::Kind::kObjectStream, build_end,
+                 op.end() - build_end, false};
+    *data_end = op.end();
+    return absl::OkStatus();
+  }
+  uint64_t pos = build_end;
+  if (layout.padded) {
+    if (pos >= size) return PastEnd(build_end);
+    const uint8_t pad = static_cast<uint8_t>(stream[pos]);
+    if (pad < 1 || pad > layout.alignment) {
+      return absl::DataLossError(absl::StrFormat(
+          "invalid array padding length %d at offset %d", pad, pos));
+    }
+    if (pad > size - pos - 1) return PastEnd(build_end);
+    for (uint64_t i = pos + 1; i <= pos + pad; ++i) {
+      if (static_cast<uint8_t>(stream[i]) != 0xff) {
+        return absl::DataLossError(absl::StrFormat(
+            "invalid array padding byte at offset %d", i));
+      }
+    }
+    pos += 1 + pad;
+  }
+  if (layout.too_large || layout.nbytes > size - pos) return PastEnd(build_end);
+  *location = {LoadArrayLocation::Kind::kRaw, pos, layout.nbytes,
+               layout.padded};
+  *data_end = pos + layout.nbytes;
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<IndexedStream> IndexJoblibStream(absl::string_view stream) {
+  if (stream.empty()) {
+    return absl::InvalidArgumentError(
+        "not a pickle or joblib file: the stream is empty");
+  }
+  const uint8_t first = static_cast<uint8_t>(stream[0]);
+  if (first == kProto) {
+    if (stream.size() >= 2 &&
+        static_cast<uint8_t>(stream[1]) > kHighestProtocol) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "not a pickle or joblib file: unsupported pickle protocol %d",
+          static_cast<uint8_t>(stream[1])));
+    }
+  } else if (!IsProtocol01Opcode(first)) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "not a pickle or joblib file: starts with byte 0x%02x", first));
+  }
+
+  IndexedStream result;
+  std::vector<Edit> edits;
+  PickleScanner scanner(stream);
+  SymbolicStack stack;
+  PickleOp op;
+  while (true) {
+    SymbolicStack::Event event;
+    absl::Status status = stack.Run(&scanner, &op, &event);
+    if (!status.ok()) return status;
+    if (event == SymbolicStack::Event::kStop) break;
+    if (event == SymbolicStack::Event::kFrame) {
+      edits.push_back({op.offset, Edit::kRemove, op.end(), {}});
+      continue;
+    }
+
+    const WrapperBuild& build = stack.build();
+    LoadArrayLocation location{LoadArrayLocation::Kind::kLegacy, op.end(), 0,
+                               false};
+    edits.push_back(
+        {build.start_offset, Edit::kInsertBeforeWrapper, 0, kCallMaterialize});
+    edits.push_back({op.end(), Edit::kInsertAfterBuild, 0, kTupleReduce});
+    if (build.klass == WrapperClass::kNumpyArrayWrapper) {
+      // joblib's unpickler reads the data from where its frame ends.
+      if (scanner.InFrame()) {
+        return PickleCorrupt(
+            "the frame does not end at the NumpyArrayWrapper's BUILD",
+            op.offset);
+      }
+      uint64_t data_end = 0;
+      status = LocateData(stream, op.end(), build.layout, &location, &data_end);
+      if (!status.ok()) return status;
+      if (data_end > op.end()) {
+        edits.push_back({op.end(), Edit::kRemove, data_end, {}});
+      }
+      scanner.Seek(data_end);
+    }
+    result.arrays.push_back(location);
+  }
+  result.end_offset = op.end();
+
+  std::stable_sort(edits.begin(), edits.end(),
+                   [](const Edit& x, const Edit& y) {
+                     return x.offset != y.offset ? x.offset < y.offset
+                                                 : x.order < y.order;
+                   });
+  uint64_t skeleton_size = result.end_offset;
+  for (const Edit& edit : edits) {
+    skeleton_size += edit.text.size();
+    if (edit.order == Edit::kRemove) skeleton_size -= edit.end - edit.offset;
+  }
+  result.skeleton.reserve(skeleton_size);
+  uint64_t cursor = 0;
+  for (const Edit& edit : edits) {
+    if (edit.offset < cursor) {  // cannot happen: edits never overlap
+      return absl::InternalError("overlapping edits while indexing");
+    }
+    result.skeleton.append(stream.data() + cursor, edit.offset - cursor);
+    if (edit.order == Edit::kRemove) {
+      cursor = edit.end;
+    } else {
+      result.skeleton.append(edit.text.data(), edit.text.size());
+      cursor = edit.offset;
+    }
+  }
+  result.skeleton.append(stream.data() + cursor, result.end_offset - cursor);
+  return result;
+}
+
+}  // namespace persistd

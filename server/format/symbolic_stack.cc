@@ -1,0 +1,905 @@
+#include "server/format/symbolic_stack.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_format.h"
+#include "server/format/pickle_opcodes.h"
+
+namespace persistd {
+namespace {
+
+using namespace pickle_op;  // NOLINT: opcode names read best unqualified.
+using Tag = SymbolicTag;
+
+// Classes of short strings (SymbolicTag::klass of kString).
+enum StrClass : uint8_t {
+  kStrOther = 0,
+  kStrJoblibModule,       // "joblib.numpy_pickle" (also sklearn's vendored)
+  kStrNumpyArrayWrapper,  // class names
+  kStrNDArrayWrapper,
+  kStrZNDArrayWrapper,
+  kStrNumpyModule,        // "numpy", "numpy.*"
+  kStrDtype,              // "dtype": numpy's class name and a state key
+  kStrStringDtypeFn,      // "_convert_to_stringdtype_kwargs" (StringDType)
+  kStrCopyregModule,      // "copy_reg" (what pickle writes), "copyreg"
+  kStrReconstructor,      // "_reconstructor"
+  kStrShape,              // state keys
+  kStrAlignment,
+  kStrDtypeCode,          // a letter then digits: "f8", "U10", "V48", "O8"
+};
+
+// Classes of globals (SymbolicTag::klass of kGlobal and kWrapper). The
+// wrapper values equal WrapperClass's.
+enum GlobalClass : uint8_t {
+  kGlobalOther = 0,
+  kGlobalNumpyArrayWrapper = static_cast<uint8_t>(
+      WrapperClass::kNumpyArrayWrapper),
+  kGlobalNDArrayWrapper = static_cast<uint8_t>(WrapperClass::kNDArrayWrapper),
+  kGlobalZNDArrayWrapper = static_cast<uint8_t>(
+      WrapperClass::kZNDArrayWrapper),
+  kGlobalReconstructor,  // copy_reg._reconstructor (protocol 0/1 objects)
+  kGlobalNumpyDtype,     // numpy.dtype
+  kGlobalStringDtypeFn,  // numpy._core._internal._convert_to_stringdtype_...
+};
+
+// kTuple bits.
+constexpr uint8_t kTupAllInt = 1;      // every element is a known int; a =
+                                       // product (0 if any is 0)
+constexpr uint8_t kTupNegative = 2;    // ... and one is negative
+constexpr uint8_t kTupOverflow = 4;    // ... and the product overflows
+constexpr uint8_t kTupFirstCode = 8;   // element 0 is a dtype code: letter,
+                                       // aux = its digits
+constexpr uint8_t kTupFirstGlobal = 16;  // element 0 is a global: klass
+constexpr uint8_t kTupElsize = 32;     // dtype-state elsize is an int: b
+constexpr uint8_t kTupHasObject = 64;  // dtype-state flags has HASOBJECT
+
+// kDtype bits.
+constexpr uint8_t kDtypeSized = 1;   // a = itemsize
+constexpr uint8_t kDtypeObject = 2;  // dtype.hasobject
+
+// kDict: klass is the 'shape' status, letter the 'dtype' status, bits the
+// alignment status.
+enum ShapeStatus : uint8_t { kShapeAbsent = 0, kShapeOk, kShapeOverflow,
+                             kShapeBad };
+enum DtypeStatus : char { kDtypeAbsent = 0, kDtypeIsSized, kDtypeIsObject,
+                          kDtypeUnknown };
+constexpr uint8_t kAlignSet = 1;   // aux = alignment
+constexpr uint8_t kAlignNone = 2;  // the key is None
+constexpr uint8_t kAlignBad = 4;   // neither an int >= 1 nor None
+
+constexpr size_t kMaxShortString = 64;
+
+bool IsLetter(char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); }
+
+uint8_t ClassifyString(absl::string_view s, uint32_t* digits) {
+  switch (s.size()) {
+    case 5:
+      if (s == "shape") return kStrShape;
+      if (s == "dtype") return kStrDtype;
+      if (s == "numpy") return kStrNumpyModule;
+      break;
+    case 7:
+      if (s == "copyreg") return kStrCopyregModule;
+      break;
+    case 8:
+      if (s == "copy_reg") return kStrCopyregModule;
+      break;
+    case 14:
+      if (s == "_reconstructor") return kStrReconstructor;
+      if (s == "NDArrayWrapper") return kStrNDArrayWrapper;
+      break;
+    case 15:
+      if (s == "ZNDArrayWrapper") return kStrZNDArrayWrapper;
+      break;
+    case 17:
+      if (s == "NumpyArrayWrapper") return kStrNumpyArrayWrapper;
+      break;
+    case 19:
+      if (s == "joblib.numpy_pickle") return kStrJoblibModule;
+      break;
+    case 27:
+      if (s == "numpy_array_alignment_bytes") return kStrAlignment;
+      break;
+    case 30:
+      if (s == "_convert_to_stringdtype_kwargs") return kStrStringDtypeFn;
+      break;
+    case 37:
+      if (s == "sklearn.externals.joblib.numpy_pickle") return kStrJoblibModule;
+      break;
+    default:
+      break;
+  }
+  if (s.size() >= 2 && s.size() <= 11 && IsLetter(s[0])) {
+    uint64_t v = 0;
+    size_t i = 1;
+    for (; i < s.size() && s[i] >= '0' && s[i] <= '9'; ++i) {
+      v = v * 10 + static_cast<uint64_t>(s[i] - '0');
+    }
+    if (i == s.size() && v <= UINT32_MAX) {
+      *digits = static_cast<uint32_t>(v);
+      return kStrDtypeCode;
+    }
+  }
+  if (s.size() > 6 && absl::StartsWith(s, "numpy.")) return kStrNumpyModule;
+  return kStrOther;
+}
+
+uint8_t ClassifyGlobal(uint8_t module, uint8_t name) {
+  switch (module) {
+    case kStrJoblibModule:
+      if (name == kStrNumpyArrayWrapper) return kGlobalNumpyArrayWrapper;
+      if (name == kStrNDArrayWrapper) return kGlobalNDArrayWrapper;
+      if (name == kStrZNDArrayWrapper) return kGlobalZNDArrayWrapper;
+      break;
+    case kStrNumpyModule:
+      if (name == kStrDtype) return kGlobalNumpyDtype;
+      if (name == kStrStringDtypeFn) return kGlobalStringDtypeFn;
+      break;
+    case kStrCopyregModule:
+      if (name == kStrReconstructor) return kGlobalReconstructor;
+      break;
+    default:
+      break;
+  }
+  return kGlobalOther;
+}
+
+bool IsWrapperClass(uint8_t klass) {
+  return klass == kGlobalNumpyArrayWrapper || klass == kGlobalNDArrayWrapper ||
+         klass == kGlobalZNDArrayWrapper;
+}
+
+// Sets *t (a fresh OTHER tag) to the tag of string `s`.
+void SetStringTag(absl::string_view s, Tag* t) {
+  if (s.size() > kMaxShortString) return;
+  uint32_t digits = 0;
+  const uint8_t klass = ClassifyString(s, &digits);
+  if (klass == kStrOther) return;
+  t->kind = Tag::kString;
+  t->klass = klass;
+  if (klass == kStrDtypeCode) {
+    t->letter = s[0];
+    t->aux = digits;
+  }
+}
+
+uint8_t ClassifyGlobalText(absl::string_view module, absl::string_view name) {
+  if (module.size() > kMaxShortString || name.size() > kMaxShortString) {
+    return kGlobalOther;
+  }
+  uint32_t unused;
+  return ClassifyGlobal(ClassifyString(module, &unused),
+                        ClassifyString(name, &unused));
+}
+
+// Makes *t, in place, the result of creating an object of class `klass`.
+void SetInstance(uint8_t klass, Tag* t) {
+  const uint64_t start = t->start;
+  *t = Tag();
+  t->start = start;
+  if (IsWrapperClass(klass)) {
+    t->kind = Tag::kWrapper;
+    t->klass = klass;
+  }
+}
+
+// Whether the memo must keep `t` (invariant 4).
+bool Relevant(const Tag& t) {
+  switch (t.kind) {
+    case Tag::kString:
+    case Tag::kGlobal:
+      return t.klass != 0;
+    case Tag::kDtype:
+    case Tag::kWrapper:
+      return true;
+    case Tag::kTuple:
+      return (t.bits & (kTupFirstCode | kTupFirstGlobal)) != 0;
+    default:
+      return false;
+  }
+}
+
+absl::Status Underflow(uint64_t offset) {
+  return PickleCorrupt("unpickling stack underflow", offset);
+}
+
+}  // namespace
+
+absl::Status SymbolicStack::PopToMark(uint64_t offset, size_t* mark) {
+  if (marks_.empty()) return PickleCorrupt("could not find MARK", offset);
+  *mark = marks_.back();
+  marks_.pop_back();
+  return absl::OkStatus();
+}
+
+inline void SymbolicStack::PushMark(uint64_t offset) {
+  marks_.push_back(stack_.size());
+  PushTag(Tag::kMark, offset);
+}
+
+inline void SymbolicStack::PushInt(uint64_t offset, int64_t value) {
+  PushTag(Tag::kInt, offset).a = value;
+}
+
+inline void SymbolicStack::PushString(uint64_t offset,
+                                      absl::string_view value) {
+  SetStringTag(value, &PushTag(Tag::kOther, offset));
+}
+
+inline void SymbolicStack::PushEmptyTuple(uint64_t offset) {
+  Tag& t = PushTag(Tag::kTuple, offset);
+  t.bits = kTupAllInt;
+  t.a = 1;  // shape () holds one element
+}
+
+// Memo opcodes are about half of a typical skeleton's opcodes: the common
+// cases (an irrelevant tag, a dense index) are inline.
+inline absl::Status SymbolicStack::MemoPut(uint64_t offset, uint64_t index) {
+  if (index < memo_dense_.size() && memo_dense_[index] == 0 &&
+      !stack_.empty() && !Relevant(stack_.back()) &&
+      stack_.back().kind != Tag::kMark) {
+    memo_dense_[index] = 1;
+    ++memo_count_;
+    return absl::OkStatus();
+  }
+  return MemoPutSlow(offset, index);
+}
+
+absl::Status SymbolicStack::MemoPutSlow(uint64_t offset, uint64_t index) {
+  if (!HasItems(1)) return Underflow(offset);
+  Tag& top = stack_.back();
+  uint32_t code = 1;
+  if (Relevant(top) && memo_tags_.size() < UINT32_MAX - 2) {
+    if (top.kind == Tag::kDtype && top.aux != 0) {
+      code = top.aux + 1;  // the same dtype object: share its slot
+    } else {
+      memo_tags_.push_back(top);
+      code = static_cast<uint32_t>(memo_tags_.size()) + 1;
+      if (top.kind == Tag::kDtype) {
+        top.aux = code - 1;
+        memo_tags_.back().aux = code - 1;
+      }
+    }
+  }
+  if (index >= memo_dense_.size() &&
+      index < std::max<uint64_t>(2 * memo_dense_.size(), 4096)) {
+    memo_dense_.resize(
+        std::max<size_t>({index + 1, 2 * memo_dense_.size(), 1024}), 0);
+    // Move the sparse entries that the dense range now covers.
+    for (auto it = memo_sparse_.begin(); it != memo_sparse_.end();) {
+      if (it->first < memo_dense_.size()) {
+        memo_dense_[it->first] = it->second;
+        it = memo_sparse_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
+  uint32_t previous;
+  if (index < memo_dense_.size()) {
+    previous = memo_dense_[index];
+    memo_dense_[index] = code;
+  } else {
+    uint32_t& slot = memo_sparse_[index];
+    previous = slot;
+    slot = code;
+  }
+  if (previous == 0) ++memo_count_;
+  return absl::OkStatus();
+}
+
+inline absl::Status SymbolicStack::MemoGet(uint64_t offset, uint64_t index) {
+  if (index < memo_dense_.size() && memo_dense_[index] == 1) {
+    PushTag(Tag::kOther, offset);
+    return absl::OkStatus();
+  }
+  return MemoGetSlow(offset, index);
+}
+
+absl::Status SymbolicStack::MemoGetSlow(uint64_t offset, uint64_t index) {
+  uint32_t code = 0;
+  if (index < memo_dense_.size()) {
+    code = memo_dense_[index];
+  } else {
+    auto it = memo_sparse_.find(index);
+    if (it != memo_sparse_.end()) code = it->second;
+  }
+  if (code == 0) {
+    return PickleCorrupt(
+        absl::StrFormat("memo value not found at index %d", index), offset);
+  }
+  if (code == 1) {
+    PushTag(Tag::kOther, offset);
+  } else {
+    stack_.push_back(memo_tags_[code - 2]);
+    stack_.back().start = offset;
+  }
+  return absl::OkStatus();
+}
+
+void SymbolicStack::MakeTuple(size_t result, size_t first) {
+  const size_t n = stack_.size() - first;
+  const Tag* e = stack_.data() + first;
+  bool all_int = true, negative = false, zero = false, overflow = false;
+  uint64_t product = 1;
+  for (size_t i = 0; i < n; ++i) {
+    if (e[i].kind != Tag::kInt) {
+      all_int = false;
+      break;
+    }
+    const int64_t v = e[i].a;
+    if (v < 0) {
+      negative = true;
+    } else if (v == 0) {
+      zero = true;
+    } else if (!overflow &&
+               __builtin_mul_overflow(product, static_cast<uint64_t>(v),
+                                      &product)) {
+      overflow = true;
+    }
+  }
+  uint8_t bits = 0, klass = 0;
+  char letter = 0;
+  uint32_t aux = 0;
+  int64_t a = 0, b = 0;
+  if (all_int) {
+    bits |= kTupAllInt;
+    if (negative) bits |= kTupNegative;
+    if (zero) {
+      a = 0;
+    } else if (overflow || product > static_cast<uint64_t>(INT64_MAX)) {
+      bits |= kTupOverflow;
+    } else {
+      a = static_cast<int64_t>(product);
+    }
+  }
+  if (n >= 1) {
+    if (e[0].kind == Tag::kString && e[0].klass == kStrDtypeCode) {
+      bits |= kTupFirstCode;
+      letter = e[0].letter;
+      aux = e[0].aux;
+    } else if (e[0].kind == Tag::kGlobal && e[0].klass != kGlobalOther) {
+      bits |= kTupFirstGlobal;
+      klass = e[0].klass;
+    }
+  }
+  // numpy's dtype __setstate__ tuples: (version, byteorder, subarray, names,
+  // fields, elsize, alignment, flags[, metadata]) with 8 or 9 items; older
+  // ones drop items from the front part (numpy's arraydescr_setstate).
+  const int elsize_index = n >= 7 ? 5 : n == 6 ? 4 : n == 5 ? 3 : -1;
+  if (elsize_index >= 0 && e[elsize_index].kind == Tag::kInt) {
+    bits |= kTupElsize;
+    b = e[elsize_index].a;
+  }
+  if (n >= 8 && e[7].kind == Tag::kInt && (e[7].a & 1) != 0) {
+    bits |= kTupHasObject;  // NPY_ITEM_HASOBJECT
+  }
+  stack_.resize(result + 1);
+  Tag& t = stack_[result];
+  t.kind = Tag::kTuple;
+  t.klass = klass;
+  t.bits = bits;
+  t.letter = letter;
+  t.aux = aux;
+  t.a = a;
+  t.b = b;
+}
+
+void SymbolicStack::UpdateDict(Tag* dict, size_t first) {
+  for (size_t i = first; i + 1 < stack_.size(); i += 2) {
+    const Tag& key = stack_[i];
+    if (key.kind != Tag::kString) continue;
+    const Tag& value = stack_[i + 1];
+    switch (key.klass) {
+      case kStrShape:
+        if (value.kind == Tag::kTuple && (value.bits & kTupAllInt) &&
+            !(value.bits & kTupNegative)) {
+          dict->klass = (value.bits & kTupOverflow) ? kShapeOverflow : kShapeOk;
+          dict->a = value.a;
+        } else {
+          dict->klass = kShapeBad;
+        }
+        break;
+      case kStrDtype:
+        if (value.kind == Tag::kDtype && (value.bits & kDtypeObject)) {
+          dict->letter = kDtypeIsObject;
+        } else if (value.kind == Tag::kDtype && (value.bits & kDtypeSized)) {
+          dict->letter = kDtypeIsSized;
+          dict->b = value.a;
+        } else {
+          dict->letter = kDtypeUnknown;
+        }
+        break;
+      case kStrAlignment:
+        if (value.kind == Tag::kInt && value.a >= 1) {
+          dict->bits = kAlignSet;
+          dict->aux = static_cast<uint32_t>(std::min<int64_t>(value.a, 255));
+        } else if (value.kind == Tag::kNone) {
+          dict->bits = kAlignNone;
+        } else {
+          dict->bits = kAlignBad;
+        }
+        break;
+      default:
+        break;
+    }
+  }
+}
+
+inline absl::Status SymbolicStack::TupleN(uint64_t offset, size_t n) {
+  if (!HasItems(n)) return Underflow(offset);
+  const size_t first = stack_.size() - n;
+  MakeTuple(first, first);
+  return absl::OkStatus();
+}
+
+inline absl::Status SymbolicStack::MarkedTuple(uint64_t offset) {
+  size_t mark = 0;
+  absl::Status status = PopToMark(offset, &mark);
+  if (status.ok()) MakeTuple(mark, mark + 1);
+  return status;
+}
+
+// LIST and FROZENSET.
+inline absl::Status SymbolicStack::MarkedList(uint64_t offset) {
+  size_t mark = 0;
+  absl::Status status = PopToMark(offset, &mark);
+  if (!status.ok()) return status;
+  stack_.resize(mark + 1);
+  SetInstance(kGlobalOther, &stack_[mark]);
+  return absl::OkStatus();
+}
+
+inline absl::Status SymbolicStack::MarkedDict(uint64_t offset) {
+  size_t mark = 0;
+  absl::Status status = PopToMark(offset, &mark);
+  if (!status.ok()) return status;
+  if ((stack_.size() - mark - 1) % 2 != 0) {
+    return PickleCorrupt("odd number of items for DICT", offset);
+  }
+  Tag& dict = stack_[mark];
+  SetInstance(kGlobalOther, &dict);
+  dict.kind = Tag::kDict;
+  UpdateDict(&dict, mark + 1);
+  stack_.resize(mark + 1);
+  return absl::OkStatus();
+}
+
+inline absl::Status SymbolicStack::Append(uint64_t offset) {
+  if (!HasItems(2)) return Underflow(offset);
+  stack_.pop_back();
+  return absl::OkStatus();
+}
+
+// APPENDS, ADDITEMS and SETITEMS.
+inline absl::Status SymbolicStack::MarkedUpdate(uint8_t code, uint64_t offset) {
+  size_t mark = 0;
+  absl::Status status = PopToMark(offset, &mark);
+  if (!status.ok()) return status;
+  if (mark == 0 || stack_[mark - 1].kind == Tag::kMark) {
+    return Underflow(offset);
+  }
+  if (code == kSetItems) {
+    if ((stack_.size() - mark - 1) % 2 != 0) {
+      return PickleCorrupt("odd number of items for SETITEMS", offset);
+    }
+    Tag& target = stack_[mark - 1];
+    if (target.kind == Tag::kDict) UpdateDict(&target, mark + 1);
+  }
+  stack_.resize(mark);
+  return absl::OkStatus();
+}
+
+inline absl::Status SymbolicStack::SetItem(uint64_t offset) {
+  if (!HasItems(3)) return Underflow(offset);
+  const size_t size = stack_.size();
+  Tag& target = stack_[size - 3];
+  if (target.kind == Tag::kDict) UpdateDict(&target, size - 2);
+  stack_.resize(size - 2);
+  return absl::OkStatus();
+}
+
+absl::Status SymbolicStack::StackGlobal(uint64_t offset) {
+  if (!HasItems(2)) return Underflow(offset);
+  const size_t size = stack_.size();
+  Tag& module = stack_[size - 2];
+  const Tag& name = stack_[size - 1];
+  const uint8_t klass =
+      module.kind == Tag::kString && name.kind == Tag::kString
+          ? ClassifyGlobal(module.klass, name.klass)
+          : uint8_t{kGlobalOther};
+  SetInstance(kGlobalOther, &module);
+  module.kind = Tag::kGlobal;
+  module.klass = klass;
+  stack_.pop_back();
+  return absl::OkStatus();
+}
+
+absl::Status SymbolicStack::Inst(const PickleOp& op) {
+  size_t mark = 0;
+  absl::Status status = PopToMark(op.offset, &mark);
+  if (!status.ok()) return status;
+  stack_.resize(mark + 1);
+  SetInstance(ClassifyGlobalText(op.arg, op.arg2), &stack_[mark]);
+  return absl::OkStatus();
+}
+
+absl::Status SymbolicStack::Obj(uint64_t offset) {
+  size_t mark = 0;
+  absl::Status status = PopToMark(offset, &mark);
+  if (!status.ok()) return status;
+  if (stack_.size() - mark < 2) return Underflow(offset);
+  const Tag& cls = stack_[mark + 1];
+  const uint8_t klass =
+      cls.kind == Tag::kGlobal ? cls.klass : uint8_t{kGlobalOther};
+  stack_.resize(mark + 1);
+  SetInstance(klass, &stack_[mark]);
+  return absl::OkStatus();
+}
+
+// NEWOBJ (cls, args) and NEWOBJ_EX (cls, args, kwargs).
+absl::Status SymbolicStack::NewObj(uint64_t offset, size_t n) {
+  if (!HasItems(n)) return Underflow(offset);
+  const size_t first = stack_.size() - n;
+  Tag& cls = stack_[first];
+  SetInstance(cls.kind == Tag::kGlobal ? cls.klass : uint8_t{kGlobalOther},
+              &cls);
+  stack_.resize(first + 1);
+  return absl::OkStatus();
+}
+
+absl::Status SymbolicStack::Reduce(uint64_t offset) {
+  if (!HasItems(2)) return Underflow(offset);
+  const size_t size = stack_.size();
+  Tag& callable = stack_[size - 2];
+  const Tag& args = stack_[size - 1];
+  Tag result;
+  result.start = callable.start;
+  if (callable.kind == Tag::kGlobal) {
+    if (callable.klass == kGlobalNumpyDtype) {
+      result.kind = Tag::kDtype;
+      if (args.kind == Tag::kTuple && (args.bits & kTupFirstCode)) {
+        result.letter = args.letter;
+        result.bits = kDtypeSized;
+        // 'U<n>' counts UCS4 characters, the other codes bytes. BUILD's
+        // elsize, when >= 0, overrides this.
+        result.a =
+            static_cast<int64_t>(args.aux) * (args.letter == 'U' ? 4 : 1);
+        if (args.letter == 'O') result.bits |= kDtypeObject;
+      }
+    } else if (callable.klass == kGlobalStringDtypeFn) {
+      result.kind = Tag::kDtype;  // StringDType: hasobject
+      result.bits = kDtypeObject;
+    } else if (callable.klass == kGlobalReconstructor &&
+               args.kind == Tag::kTuple && (args.bits & kTupFirstGlobal) &&
+               IsWrapperClass(args.klass)) {
+      // copy_reg._reconstructor(cls, object, None): protocol 0/1 objects.
+      result.kind = Tag::kWrapper;
+      result.klass = args.klass;
+    }
+  }
+  callable = result;
+  stack_.pop_back();
+  return absl::OkStatus();
+}
+
+absl::Status SymbolicStack::LayoutFromState(const Tag& state, uint64_t offset,
+                                            ArrayLayout* layout) {
+  auto bad = [offset](absl::string_view what) {
+    return absl::DataLossError(absl::StrFormat(
+        "NumpyArrayWrapper state %s (BUILD at offset %d)", what, offset));
+  };
+  if (state.kind != Tag::kDict) return bad("is not a dict");
+  *layout = ArrayLayout();
+  switch (state.klass) {
+    case kShapeAbsent:
+      return bad("has no 'shape'");
+    case kShapeBad:
+      return bad("has a 'shape' that is not a tuple of non-negative ints");
+    case kShapeOverflow:
+      layout->too_large = true;
+      break;
+    default:
+      break;
+  }
+  switch (state.letter) {
+    case kDtypeAbsent:
+      return bad("has no 'dtype'");
+    case kDtypeUnknown:
+      return absl::UnimplementedError(absl::StrFormat(
+          "NumpyArrayWrapper state has a 'dtype' whose item size this reader "
+          "does not know (BUILD at offset %d)",
+          offset));
+    case kDtypeIsObject:
+      layout->object = true;
+      layout->too_large = false;
+      break;
+    default: {
+      const uint64_t count = static_cast<uint64_t>(state.a);
+      const uint64_t itemsize = static_cast<uint64_t>(state.b);
+      if (!layout->too_large &&
+          __builtin_mul_overflow(count, itemsize, &layout->nbytes)) {
+        layout->too_large = true;
+      }
+      break;
+    }
+  }
+  if (state.bits & kAlignBad) {
+    return bad("has a 'numpy_array_alignment_bytes' that is not an int");
+  }
+  if (state.bits & kAlignSet) {
+    layout->padded = true;
+    layout->alignment = state.aux;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status SymbolicStack::Build(uint64_t offset, Event* event) {
+  if (!HasItems(2)) return Underflow(offset);
+  const Tag& state = stack_.back();
+  Tag& target = stack_[stack_.size() - 2];
+  if (target.kind == Tag::kDtype) {
+    if (state.kind == Tag::kTuple) {
+      if ((state.bits & kTupElsize) && state.b >= 0) {
+        target.a = state.b;
+        target.bits |= kDtypeSized;
+      }
+      if (state.bits & kTupHasObject) target.bits |= kDtypeObject;
+      // The memo holds the same dtype object, which BUILD just changed.
+      if (target.aux != 0) memo_tags_[target.aux - 1] = target;
+    }
+  } else if (target.kind == Tag::kWrapper) {
+    build_ = WrapperBuild();
+    build_.klass = static_cast<WrapperClass>(target.klass);
+    build_.start_offset = target.start;
+    if (build_.klass == WrapperClass::kNumpyArrayWrapper) {
+      absl::Status status = LayoutFromState(state, offset, &build_.layout);
+      if (!status.ok()) return status;
+    }
+    // joblib's load_build replaces the wrapper by the array.
+    SetInstance(kGlobalOther, &target);
+    *event = Event::kWrapperBuild;
+  }
+  stack_.pop_back();
+  return absl::OkStatus();
+}
+
+absl::Status SymbolicStack::Apply(const PickleOp& op, Event* event) {
+  *event = Event::kNone;
+  const uint64_t offset = op.offset;
+  switch (op.code) {
+    case kProto:
+      return absl::OkStatus();
+    case kFrame:
+      *event = Event::kFrame;
+      return absl::OkStatus();
+    case kStop:
+      if (!HasItems(1)) return Underflow(offset);
+      stopped_ = stack_.back();
+      stack_.pop_back();
+      *event = Event::kStop;
+      return absl::OkStatus();
+
+    case kMark:
+      PushMark(offset);
+      return absl::OkStatus();
+    case kPop:
+      if (stack_.empty()) return Underflow(offset);
+      if (stack_.back().kind == Tag::kMark) marks_.pop_back();  // like C
+      stack_.pop_back();
+      return absl::OkStatus();
+    case kPopMark: {
+      size_t mark = 0;
+      absl::Status status = PopToMark(offset, &mark);
+      if (status.ok()) stack_.resize(mark);
+      return status;
+    }
+    case kDup:
+      if (!HasItems(1)) return Underflow(offset);
+      stack_.push_back(stack_.back());
+      stack_.back().start = offset;
+      return absl::OkStatus();
+
+    case kInt: case kBinInt: case kBinInt1: case kBinInt2: case kLong:
+    case kLong1: case kLong4:
+      if (op.has_int) {
+        PushInt(offset, op.int_value);
+      } else {
+        PushTag(Tag::kOther, offset);  // too large to matter
+      }
+      return absl::OkStatus();
+    case kNone:
+      PushTag(Tag::kNone, offset);
+      return absl::OkStatus();
+    case kString: case kBinString: case kShortBinString: case kUnicode:
+    case kBinUnicode: case kShortBinUnicode: case kBinUnicode8:
+      PushString(offset, op.arg);
+      return absl::OkStatus();
+    case kNewTrue: case kNewFalse: case kFloat: case kBinFloat:
+    case kBinBytes: case kShortBinBytes: case kBinBytes8: case kByteArray8:
+    case kNextBuffer: case kEmptyList: case kEmptySet: case kPersId:
+    case kExt1: case kExt2: case kExt4:
+      PushTag(Tag::kOther, offset);
+      return absl::OkStatus();
+    case kReadOnlyBuffer:
+      return HasItems(1) ? absl::OkStatus() : Underflow(offset);
+    case kEmptyDict:
+      PushTag(Tag::kDict, offset);
+      return absl::OkStatus();
+    case kEmptyTuple:
+      PushEmptyTuple(offset);
+      return absl::OkStatus();
+
+    case kTuple:
+      return MarkedTuple(offset);
+    case kTuple1:
+      return TupleN(offset, 1);
+    case kTuple2:
+      return TupleN(offset, 2);
+    case kTuple3:
+      return TupleN(offset, 3);
+    case kList: case kFrozenSet:
+      return MarkedList(offset);
+    case kDict:
+      return MarkedDict(offset);
+    case kAppend:
+      return Append(offset);
+    case kAppends: case kAddItems: case kSetItems:
+      return MarkedUpdate(op.code, offset);
+    case kSetItem:
+      return SetItem(offset);
+
+    case kGlobal:
+      PushTag(Tag::kGlobal, offset).klass = ClassifyGlobalText(op.arg, op.arg2);
+      return absl::OkStatus();
+    case kStackGlobal:
+      return StackGlobal(offset);
+    case kInst:
+      return Inst(op);
+    case kObj:
+      return Obj(offset);
+    case kNewObj:
+      return NewObj(offset, 2);
+    case kNewObjEx:
+      return NewObj(offset, 3);
+    case kReduce:
+      return Reduce(offset);
+    case kBuild:
+      return Build(offset, event);
+    case kBinPersId:
+      if (!HasItems(1)) return Underflow(offset);
+      SetInstance(kGlobalOther, &stack_.back());
+      return absl::OkStatus();
+
+    case kPut: case kBinPut: case kLongBinPut:
+      return MemoPut(offset, static_cast<uint64_t>(op.int_value));
+    case kMemoize:
+      return MemoPut(offset, memo_count_);
+    case kGet: case kBinGet: case kLongBinGet:
+      return MemoGet(offset, static_cast<uint64_t>(op.int_value));
+
+    default:
+      return PickleCorrupt(absl::StrFormat("unknown opcode 0x%02x", op.code),
+                           offset);
+  }
+}
+
+absl::Status SymbolicStack::Run(PickleScanner* scanner, PickleOp* op,
+                                Event* event) {
+  const char* const base = scanner->data().data();
+  auto u8 = [base](uint64_t at) {
+    return static_cast<uint64_t>(static_cast<uint8_t>(base[at]));
+  };
+  while (true) {
+    // Fast path: opcodes that are decoded and applied in one dispatch. Any
+    // opcode of at most 9 bytes lies inside the limit here, so only the
+    // counted strings need a length check.
+    const uint64_t pos = scanner->position();
+    const uint64_t room = scanner->opcode_limit() - pos;
+    if (room >= 9) {
+      uint64_t length = 1;
+      absl::Status status;
+      switch (static_cast<uint8_t>(base[pos])) {
+        case kMemoize:
+          status = MemoPut(pos, memo_count_);
+          break;
+        case kBinPut:
+          status = MemoPut(pos, u8(pos + 1));
+          length = 2;
+          break;
+        case kBinGet:
+          status = MemoGet(pos, u8(pos + 1));
+          length = 2;
+          break;
+        case kLongBinGet:
+          status = MemoGet(pos, u8(pos + 1) | u8(pos + 2) << 8 |
+                                    u8(pos + 3) << 16 | u8(pos + 4) << 24);
+          length = 5;
+          break;
+        case kMark:
+          PushMark(pos);
+          break;
+        case kEmptyList: case kNewTrue: case kNewFalse:
+          PushTag(Tag::kOther, pos);
+          break;
+        case kEmptyDict:
+          PushTag(Tag::kDict, pos);
+          break;
+        case kNone:
+          PushTag(Tag::kNone, pos);
+          break;
+        case kEmptyTuple:
+          PushEmptyTuple(pos);
+          break;
+        case kBinInt1:
+          PushInt(pos, static_cast<int64_t>(u8(pos + 1)));
+          length = 2;
+          break;
+        case kBinInt2:
+          PushInt(pos, static_cast<int64_t>(u8(pos + 1) | u8(pos + 2) << 8));
+          length = 3;
+          break;
+        case kBinInt:
+          PushInt(pos, static_cast<int32_t>(u8(pos + 1) | u8(pos + 2) << 8 |
+                                            u8(pos + 3) << 16 |
+                                            u8(pos + 4) << 24));
+          length = 5;
+          break;
+        case kBinFloat:
+          PushTag(Tag::kOther, pos);
+          length = 9;
+          break;
+        case kShortBinUnicode: case kShortBinString: case kShortBinBytes: {
+          const uint64_t n = u8(pos + 1);
+          if (n + 2 > room) {
+            length = 0;  // truncated or past the frame: the slow path says
+            break;
+          }
+          if (base[pos] == static_cast<char>(kShortBinBytes)) {
+            PushTag(Tag::kOther, pos);
+          } else {
+            PushString(pos, absl::string_view(base + pos + 2, n));
+          }
+          length = n + 2;
+          break;
+        }
+        case kAppend:
+          status = Append(pos);
+          break;
+        case kAppends: case kSetItems:
+          status = MarkedUpdate(static_cast<uint8_t>(base[pos]), pos);
+          break;
+        case kSetItem:
+          status = SetItem(pos);
+          break;
+        case kTuple1:
+          status = TupleN(pos, 1);
+          break;
+        case kTuple2:
+          status = TupleN(pos, 2);
+          break;
+        case kTuple3:
+          status = TupleN(pos, 3);
+          break;
+        case kTuple:
+          status = MarkedTuple(pos);
+          break;
+        default:
+          length = 0;
+          break;
+      }
+      if (length != 0) {
+        if (!status.ok()) return status;
+        scanner->Consume(length);
+        continue;
+      }
+    }
+    absl::Status status = scanner->Next(op);
+    if (status.ok()) status = Apply(*op, event);
+    if (!status.ok() || *event != Event::kNone) return status;
+  }
+}
+
+}  // namespace persistd

@@ -1,0 +1,126 @@
+#include "server/format/symbolic_stack.h"
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "server/format/format_test_util.h"
+#include "server/format/pickle_scanner.h"
+
+namespace persistd {
+namespace {
+
+using testing_util::L;
+
+constexpr int64_t kNoInt = INT64_MIN;
+constexpr int64_t kNoSize = -1;
+struct ExpectedOp {
+  uint8_t code;
+  uint64_t offset;
+  uint64_t length;
+  int64_t int_arg;
+  int64_t size;
+};
+struct ScannerVector {
+  absl::string_view data;
+  const ExpectedOp* ops;
+  size_t count;
+};
+#include "server/format/testdata/scanner_vectors.inc"
+
+// Applies the whole pickle opcode by opcode; returns the first error.
+absl::Status ApplyAll(absl::string_view pickle, std::vector<uint64_t>* events) {
+  PickleScanner scanner(pickle);
+  SymbolicStack stack;
+  while (true) {
+    PickleOp op;
+    absl::Status status = scanner.Next(&op);
+    SymbolicStack::Event event = SymbolicStack::Event::kNone;
+    if (status.ok()) status = stack.Apply(op, &event);
+    if (!status.ok()) return status;
+    if (event != SymbolicStack::Event::kNone) events->push_back(op.offset);
+    if (event == SymbolicStack::Event::kStop) return absl::OkStatus();
+  }
+}
+
+// The same with SymbolicStack::Run.
+absl::Status RunAll(absl::string_view pickle, std::vector<uint64_t>* events) {
+  PickleScanner scanner(pickle);
+  SymbolicStack stack;
+  while (true) {
+    PickleOp op;
+    SymbolicStack::Event event;
+    absl::Status status = stack.Run(&scanner, &op, &event);
+    if (!status.ok()) return status;
+    events->push_back(op.offset);
+    if (event == SymbolicStack::Event::kStop) return absl::OkStatus();
+  }
+}
+
+TEST(SymbolicStackTest, FollowsPicklesOfEveryProtocol) {
+  // All but the last vector are real pickles (the last one only lists the
+  // opcodes no Python 3 pickler writes).
+  const size_t n = sizeof(kScannerVectors) / sizeof(kScannerVectors[0]);
+  for (size_t i = 0; i + 1 < n; ++i) {
+    SCOPED_TRACE(testing::Message() << "vector " << i);
+    std::vector<uint64_t> applied, ran;
+    absl::Status status = ApplyAll(kScannerVectors[i].data, &applied);
+    ASSERT_TRUE(status.ok()) << status;
+    status = RunAll(kScannerVectors[i].data, &ran);
+    ASSERT_TRUE(status.ok()) << status;
+    EXPECT_EQ(applied, ran);
+    EXPECT_EQ(applied.back() + 1, kScannerVectors[i].data.size());
+  }
+}
+
+void ExpectRunError(absl::string_view pickle, const std::string& message) {
+  std::vector<uint64_t> events;
+  absl::Status applied = ApplyAll(pickle, &events);
+  absl::Status ran = RunAll(pickle, &events);
+  EXPECT_EQ(applied.message(), message);
+  EXPECT_EQ(ran.message(), message);
+  EXPECT_EQ(applied.code(), absl::StatusCode::kDataLoss);
+}
+
+TEST(SymbolicStackTest, ReportsWhatTheUnpicklerWouldRejectAtTheRightOffset) {
+  ExpectRunError("0.", "pickle stream is corrupt: unpickling stack underflow "
+                       "at offset 0");
+  ExpectRunError("N(\x85.", "pickle stream is corrupt: unpickling stack "
+                            "underflow at offset 2");
+  ExpectRunError("Nt.", "pickle stream is corrupt: could not find MARK at "
+                        "offset 1");
+  ExpectRunError("N(N\x86.", "pickle stream is corrupt: unpickling stack "
+                             "underflow at offset 3");
+  ExpectRunError("N(\x94.", "pickle stream is corrupt: unpickling stack "
+                            "underflow at offset 2");
+  ExpectRunError(L("}(K\001u."), "pickle stream is corrupt: odd number of "
+                                 "items for SETITEMS at offset 4");
+  ExpectRunError(L("Nh\000."), "pickle stream is corrupt: memo value not "
+                               "found at index 0 at offset 1");
+  ExpectRunError(".", "pickle stream is corrupt: unpickling stack underflow "
+                      "at offset 0");
+}
+
+TEST(SymbolicStackTest, MemoizeUsesTheNumberOfEntriesNotTheLargestIndex) {
+  // LONG_BINPUT 5, then MEMOIZE stores at index 1 (one entry so far).
+  std::vector<uint64_t> events;
+  EXPECT_TRUE(ApplyAll(L("\200\004Nr\005\000\000\000N\224h\001h\005000."),
+                       &events)
+                  .ok());
+  ExpectRunError(L("\200\004Nr\005\000\000\000N\224h\002."),
+                 "pickle stream is corrupt: memo value not found at index 2 "
+                 "at offset 10");
+  // A huge explicit index is kept sparse, not allocated densely.
+  EXPECT_TRUE(ApplyAll(L("Nr\377\377\377\377j\377\377\377\377\224h\00100."),
+                       &events)
+                  .ok());
+}
+
+TEST(SymbolicStackTest, PopRemovesAMarkLikeTheCUnpickler) {
+  std::vector<uint64_t> events;
+  EXPECT_TRUE(ApplyAll("N(0.", &events).ok());
+}
+
+}  // namespace
+}  // namespace persistd
