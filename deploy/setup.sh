@@ -11,9 +11,17 @@ ensure_venv
 build_daemon
 
 if "$PY" -m persistd status >/dev/null 2>&1; then
-  log "persistd already answers: $("$PY" -m persistd status --short)"
+  log "persistd already answers on its default socket; reusing it"
 else
-  "$PY" -m persistd start --bin "$DAEMON"
+  logdir="$HOME/.local/state/persistd"
+  mkdir -p "$logdir"
+  log "starting $DAEMON (log: $logdir/persistd.log)"
+  nohup "$DAEMON" >>"$logdir/persistd.log" 2>&1 </dev/null &
+  for _ in $(seq 100); do
+    "$PY" -m persistd status >/dev/null 2>&1 && break
+    sleep 0.1
+  done
+  "$PY" -m persistd status >/dev/null || { tail "$logdir/persistd.log"; exit 1; }
 fi
 
 log "running the spec's basic example"
