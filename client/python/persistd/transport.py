@@ -1,0 +1,512 @@
+"""The connection to the daemon: channel, session, leases, staging and segments.
+
+One connection per process. It is keyed by ``os.getpid()`` because gunicorn
+and multiprocessing fork after the parent has used the client: a child must
+build its own channel and session and must never touch the parent's, not
+even to close it (closing would act on gRPC state the parent still uses).
+The parent's objects are therefore parked in ``_orphans`` in the child and
+simply never used again.
+
+Fork findings (grpcio 1.85, checked with multiprocessing's fork method):
+without ``GRPC_ENABLE_FORK_SUPPORT=1`` a child's first RPC fails, hangs or
+aborts in about a third of forks, even with no call open in the parent, so
+``persistd/__init__.py`` sets it unless the user did. With it, gRPC's
+pre-fork handler waits until its polling thread is idle; the open ``Attach``
+stream keeps that thread waiting for events, so every fork stalled about
+1 s. ``_wake_spin_thread`` (registered after gRPC's handler, so it runs
+first) starts a tiny ``Status`` call whose completion wakes the thread right
+away: forks then take milliseconds. The single-threaded unary-stream channel
+option (no polling thread) is worse: children hang in gRPC's fork handler.
+
+Leases: every ``Load`` under a session pins the segment it returns until
+``Release``. Arrays built on a segment keep a ``Lease`` object alive; when
+the last of them is collected, a ``weakref.finalize`` callback *appends* the
+lease to ``_pending``, and the next RPC of this process sends the releases.
+Nothing network-related ever runs inside a GC callback. When the process
+exits, the ``Attach`` stream ends and the daemon drops the session's leases.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import fcntl
+import mmap
+import os
+import shutil
+import subprocess
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+import grpc
+
+from persistd import paths
+from persistd._proto import persistd_pb2 as pb
+from persistd._proto import persistd_pb2_grpc as pb_grpc
+from persistd.errors import daemon_error
+
+_CLIENT_NAME = "python/0.1.0"  # keep in step with persistd.__version__
+
+#: How long a probe (Status) may take before the daemon counts as not running.
+_PROBE_TIMEOUT_S = 2.0
+#: How long to wait for a daemon this client started to answer.
+_START_TIMEOUT_S = 5.0
+#: Deadline of the small control RPCs (staging, release); bulk work has none.
+_CONTROL_TIMEOUT_S = 60.0
+
+_Reply = TypeVar("_Reply")
+
+_lock = threading.Lock()
+_connection: Connection | None = None
+#: Connections inherited from a parent process: kept alive, never used.
+_orphans: list[Connection] = []
+#: (session_id, lease_id) pairs whose arrays were collected. Appended to by
+#: GC callbacks only (list.append is atomic), drained before each RPC.
+_pending_releases: list[tuple[str, str]] = []
+#: Daemons this process started; referenced so Popen does not warn.
+_started: list[subprocess.Popen[bytes]] = []
+#: In-flight wake-up calls made by the fork hook (kept so they are not cancelled).
+_wakers: list[Any] = []
+_wake_hook_registered = False
+
+
+class _StaleSession(Exception):
+    """The daemon does not know the session any more (it restarted)."""
+
+
+class Lease:
+    """Held by every array built on a segment; its death releases the lease."""
+
+    __slots__ = ("__weakref__", "lease_id", "session_id")
+
+    def __init__(self, session_id: str, lease_id: str) -> None:
+        self.session_id = session_id
+        self.lease_id = lease_id
+        finalizer = weakref.finalize(
+            self, _pending_releases.append, (session_id, lease_id)
+        )
+        finalizer.atexit = False  # the daemon drops leases when we exit
+
+
+class Segment(mmap.mmap):
+    """A mapping of a daemon segment. A subclass only so that it can carry
+    the ``Lease`` of the load it came from as an attribute: arrays made with
+    ``np.frombuffer`` keep the mapping, hence the lease, alive."""
+
+    lease: Lease | None = None
+
+
+class Connection:
+    """Channel, stub and (lazily) session of one process."""
+
+    def __init__(self, socket: str) -> None:
+        self.pid = os.getpid()
+        self.socket = socket
+        self.channel = grpc.insecure_channel(
+            "unix:" + socket,
+            options=[
+                ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+                ("grpc.max_send_message_length", 64 * 1024 * 1024),
+            ],
+        )
+        self.stub: Any = pb_grpc.PersistdStub(self.channel)  # type: ignore[no-untyped-call]
+        _register_wake_hook()
+        self.broken = False
+        self._attach: Any = None
+        self._session_id = ""
+        self._session_lock = threading.Lock()
+
+    # -- liveness ---------------------------------------------------------
+    def probe(self, timeout: float = _PROBE_TIMEOUT_S) -> bool:
+        """True when the daemon answers ``Status``."""
+        try:
+            self.stub.Status(pb.StatusRequest(), timeout=timeout)
+        except grpc.RpcError:
+            return False
+        return True
+
+    # -- session ----------------------------------------------------------
+    def session_id(self) -> str:
+        """The session of this process, opened by the first load (and
+        reopened when the daemon ended the stream, e.g. after a restart)."""
+        with self._session_lock:
+            if self._attach is None or self._attach.done():
+                request = pb.AttachRequest(pid=os.getpid(), client=_CLIENT_NAME)
+                call = self.stub.Attach(request)
+                try:
+                    event = next(call)
+                except grpc.RpcError as err:
+                    if err.code() == grpc.StatusCode.UNAVAILABLE:
+                        self.broken = True
+                    raise daemon_error(err, "Attach") from None
+                except StopIteration:
+                    raise ConnectionError(
+                        "persistd ended the Attach stream without a session id"
+                    ) from None
+                self._attach = call
+                self._session_id = event.session_id
+            return self._session_id
+
+    def forget_session(self) -> None:
+        """Drop a session the daemon no longer knows; the next load reattaches."""
+        with self._session_lock:
+            if self._attach is not None:
+                with contextlib.suppress(Exception):
+                    self._attach.cancel()
+            self._attach = None
+            self._session_id = ""
+
+    def has_session(self) -> bool:
+        return self._attach is not None
+
+    # -- calls ------------------------------------------------------------
+    def invoke(
+        self, method: str, request: Any, filename: str | None, timeout: float | None
+    ) -> Any:
+        self.flush_releases()
+        try:
+            return getattr(self.stub, method)(request, timeout=timeout)
+        except grpc.RpcError as err:
+            code = err.code()
+            if code == grpc.StatusCode.UNAVAILABLE:
+                self.broken = True
+            if (
+                code == grpc.StatusCode.FAILED_PRECONDITION
+                and getattr(request, "session_id", "")
+                and "session" in (err.details() or "")
+            ):
+                raise _StaleSession(err.details()) from None
+            raise daemon_error(err, method, filename) from None
+
+    def flush_releases(self) -> None:
+        """Send the releases queued by GC callbacks (this session's only:
+        leases of a parent process or of a dead session are not ours)."""
+        while _pending_releases:
+            try:
+                session_id, lease_id = _pending_releases.pop()
+            except IndexError:
+                break
+            if session_id != self._session_id or self.pid != os.getpid():
+                continue
+            try:
+                self.stub.Release(
+                    pb.ReleaseRequest(session_id=session_id, lease_id=lease_id),
+                    timeout=_CONTROL_TIMEOUT_S,
+                )
+            except grpc.RpcError:
+                pass  # the daemon may have dropped it already
+
+    def close(self) -> None:
+        """End the session and the channel (only ever in the owning process)."""
+        if self.pid != os.getpid():
+            return
+        with contextlib.suppress(Exception):
+            self.flush_releases()
+        if self._attach is not None:
+            with contextlib.suppress(Exception):
+                self._attach.cancel()
+        with contextlib.suppress(Exception):
+            self.channel.close()
+
+
+def get_connection() -> Connection:
+    """This process's connection, created (and the daemon started) on demand."""
+    global _connection
+    socket = paths.socket_path()
+    conn = _connection
+    if conn is not None and conn.pid == os.getpid() and not conn.broken and conn.socket == socket:
+        return conn
+    with _lock:
+        conn = _connection
+        if conn is not None and conn.pid == os.getpid() and conn.socket != socket:
+            conn.close()  # $PERSISTD_SOCKET changed: talk to the new daemon
+            conn = _connection = None
+        if conn is not None and conn.pid != os.getpid():
+            _orphans.append(conn)  # a parent's: keep it alive, never touch it
+            conn = _connection = None
+        if conn is not None and conn.broken:
+            conn.close()
+            conn = _connection = None
+        if conn is None:
+            if _orphans and not _fork_support_enabled():
+                _warn_fork_support()
+            conn = _connection = _connect()
+        return conn
+
+
+def call(
+    method: str,
+    request: Any,
+    *,
+    filename: str | None = None,
+    timeout: float | None = None,
+    retry: bool = False,
+) -> Any:
+    """One unary RPC, errors mapped to Python exceptions.
+
+    ``retry`` lets the first RPC of an operation survive a daemon that went
+    away since the connection was made: the connection is rebuilt (which may
+    start the daemon) and the call is made once more. Later RPCs of the same
+    operation refer to state of the daemon that answered the first one, so
+    they must not be retried.
+    """
+    conn = get_connection()
+    try:
+        return conn.invoke(method, request, filename, timeout)
+    except ConnectionError:
+        if not retry:
+            raise
+    return get_connection().invoke(method, request, filename, timeout)
+
+
+def load(
+    *,
+    path: str = "",
+    staging_id: str = "",
+    staging_length: int = 0,
+    raw: bool = False,
+    lease: bool = True,
+    filename: str | None = None,
+) -> tuple[Any, str]:
+    """``Load`` under this process's session. Returns (reply, session_id).
+
+    Retried once on a fresh connection when the daemon went away, and once
+    with a new session when the daemon no longer knows ours (it restarted
+    while our channel reconnected by itself).
+    """
+    for attempt in (0, 1, 2):
+        conn = get_connection()
+        try:
+            session = conn.session_id() if lease else ""
+            request = pb.LoadRequest(session_id=session, raw=raw)
+            if staging_id:
+                request.staging_id = staging_id
+                request.staging_length = staging_length
+            else:
+                request.path = path
+            return conn.invoke("Load", request, filename, None), session
+        except _StaleSession:
+            conn.forget_session()
+        except ConnectionError:
+            # A staging id belongs to the daemon that made it: no retry then.
+            if staging_id:
+                raise
+            conn.broken = True
+        if attempt == 2:
+            break
+    raise ConnectionError("persistd: Load of %r failed after reconnecting" % (filename or path))
+
+
+def create_staging(size: int) -> tuple[str, str]:
+    """A daemon staging file of ``size`` bytes: (staging_id, absolute path)."""
+    reply = call(
+        "CreateStaging",
+        pb.CreateStagingRequest(size=size),
+        timeout=_CONTROL_TIMEOUT_S,
+        retry=True,
+    )
+    return reply.staging_id, reply.path
+
+
+def drop_staging(staging_id: str) -> None:
+    """Best effort: the staging file is the daemon's to clean up anyway."""
+    with contextlib.suppress(Exception):
+        call(
+            "DropStaging",
+            pb.DropStagingRequest(staging_id=staging_id),
+            timeout=_CONTROL_TIMEOUT_S,
+        )
+
+
+@contextlib.contextmanager
+def writable_mapping(path: str, size: int) -> Iterator[mmap.mmap]:
+    """The staging file mapped shared and writable; unmapped on exit, so
+    every byte written is in the daemon's page cache before ``CommitDump``."""
+    fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+    try:
+        if os.fstat(fd).st_size < size:
+            os.ftruncate(fd, size)
+        mapping = mmap.mmap(fd, size, flags=mmap.MAP_SHARED)
+    finally:
+        os.close(fd)
+    try:
+        yield mapping
+    finally:
+        try:
+            mapping.close()
+        except BufferError:
+            pass  # a view survives in a traceback: unmapped when collected
+
+
+def map_segment(path: str, lease: Lease | None) -> Segment:
+    """A private copy-on-write mapping of a segment: arrays on it are
+    writable and their pages stay shared with other processes until written."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        segment = Segment(fd, 0, access=mmap.ACCESS_COPY)
+    finally:
+        os.close(fd)
+    segment.lease = lease
+    return segment
+
+
+def make_lease(session_id: str, lease_id: str) -> Lease | None:
+    return Lease(session_id, lease_id) if session_id and lease_id else None
+
+
+# -- connecting and starting the daemon --------------------------------------
+def _connect() -> Connection:
+    socket = paths.socket_path()
+    conn = Connection(socket)
+    if conn.probe():
+        return conn
+    conn.close()
+    binary = _daemon_binary()
+    if binary is None:
+        raise ConnectionError(
+            "persistd is not running at {0}: start it with `persistd --socket {0}` "
+            "or set PERSISTD_BIN so the client can start it".format(socket)
+        )
+    _start_daemon(binary, socket)
+    conn = Connection(socket)
+    deadline = time.monotonic() + _START_TIMEOUT_S
+    while not conn.probe(timeout=0.5):
+        if time.monotonic() > deadline:
+            conn.close()
+            raise ConnectionError(
+                "persistd at {} did not answer within {:.0f} s after `{} --socket {}` "
+                "was started; see {}".format(
+                    socket, _START_TIMEOUT_S, binary, socket, _log_path(socket)
+                )
+            )
+        # A fresh channel each time: a channel backs off after failures.
+        conn.close()
+        time.sleep(0.05)
+        conn = Connection(socket)
+    return conn
+
+
+def _warn_fork_support() -> None:
+    import warnings
+
+    warnings.warn(
+        "persistd: this process was forked after its parent used persistd, but "
+        "gRPC's fork support is off (GRPC_ENABLE_FORK_SUPPORT=%r, or grpc was "
+        "imported before persistd); gRPC calls in forked children may hang. "
+        "Set GRPC_ENABLE_FORK_SUPPORT=1 before grpc is imported."
+        % os.environ.get("GRPC_ENABLE_FORK_SUPPORT"),
+        RuntimeWarning,
+        stacklevel=4,
+    )
+
+
+def _daemon_binary() -> str | None:
+    explicit = os.environ.get(paths.BIN_ENV)
+    if explicit:
+        return explicit if os.access(explicit, os.X_OK) else None
+    return shutil.which("persistd")
+
+
+def _log_path(socket: str) -> str:
+    return os.path.join(os.path.dirname(socket) or ".", "persistd.log")
+
+
+def _start_daemon(binary: str, socket: str) -> None:
+    """Start the daemon detached from this process's session, unless another
+    client got there first (an exclusive lock next to the socket serializes
+    concurrent starters; the loser finds the daemon answering)."""
+    directory = os.path.dirname(socket) or "."
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    lock_path = os.path.join(directory, "persistd.start.lock")
+    lock_fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(lock_fd, fcntl.LOCK_EX)
+        probe = Connection(socket)
+        running = probe.probe(timeout=0.5)
+        probe.close()
+        if running:
+            return
+        with open(_log_path(socket), "ab") as log:
+            _started.append(
+                subprocess.Popen(
+                    [binary, "--socket", socket],
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                    close_fds=True,
+                )
+            )
+        deadline = time.monotonic() + _START_TIMEOUT_S
+        while time.monotonic() < deadline and not os.path.exists(socket):
+            if _started[-1].poll() is not None:
+                break
+            time.sleep(0.02)
+    finally:
+        os.close(lock_fd)
+
+
+def _register_wake_hook() -> None:
+    """Once, after gRPC registered its own fork handlers (at its first
+    channel): ``before`` hooks run last-registered first, so ours precedes
+    gRPC's pre-fork wait."""
+    global _wake_hook_registered
+    if not _wake_hook_registered:
+        _wake_hook_registered = True
+        os.register_at_fork(before=_wake_spin_thread)
+
+
+def _wake_spin_thread() -> None:
+    """Before a fork: give gRPC's polling thread an event to wake up on, so
+    that gRPC's pre-fork handler need not wait out its poll timeout."""
+    conn = _connection
+    if conn is None or conn.pid != os.getpid() or not conn.has_session():
+        return
+    del _wakers[: max(0, len(_wakers) - 8)]
+    with contextlib.suppress(Exception):
+        _wakers.append(conn.stub.Status.future(pb.StatusRequest(), timeout=5))
+
+
+def _fork_support_enabled() -> bool:
+    try:
+        from grpc._cython import cygrpc
+
+        return bool(cygrpc.is_fork_support_enabled())
+    except Exception:  # an internal API: assume the best if it moved
+        return True
+
+
+def _reset_after_fork_in_child() -> None:
+    """Fork hook: a fresh lock (the parent's may have been held by another
+    thread at fork time) and no current connection (the parent's is parked)."""
+    global _lock, _connection
+    _lock = threading.Lock()
+    if _connection is not None:
+        _orphans.append(_connection)
+        _connection = None
+
+
+def _close_at_exit() -> None:
+    conn = _connection
+    if conn is not None and conn.pid == os.getpid():
+        conn.close()
+
+
+os.register_at_fork(after_in_child=_reset_after_fork_in_child)
+atexit.register(_close_at_exit)
+
+
+def run_with_staging(size: int, fill: Callable[[mmap.mmap], None]) -> str:
+    """Create a staging file, map it, let ``fill`` write it; returns the id.
+    The caller must ``drop_staging`` it (in a finally) once done."""
+    staging_id, path = create_staging(size)
+    try:
+        with writable_mapping(path, size) as mapping:
+            fill(mapping)
+    except BaseException:
+        drop_staging(staging_id)
+        raise
+    return staging_id

@@ -1,0 +1,152 @@
+"""Real daemons for the Python suite: no mocks anywhere.
+
+``daemon`` (session scope, autouse) starts the persistd binary once on a
+socket under a short temporary directory (Unix socket paths are limited to
+108 bytes) and points the client at it through $PERSISTD_SOCKET.
+``fresh_daemon`` starts a private one for tests that stop or restart it.
+The binary is $PERSISTD_BIN, else bazel-bin/server/persistd of this repo.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_BIN = REPO_ROOT / "bazel-bin" / "server" / "persistd"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # np.matrix is part of what joblib persists; numpy nags about it.
+    config.addinivalue_line("filterwarnings", "ignore:the matrix subclass:PendingDeprecationWarning")
+
+
+def daemon_binary() -> str:
+    return os.environ.get("PERSISTD_BIN") or str(DEFAULT_BIN)
+
+
+def joblib_data_dir() -> Path:
+    """The 66 files written by joblib 0.8.4 - 0.12.2 (shared/joblib-data)."""
+    explicit = os.environ.get("PERSISTD_JOBLIB_DATA")
+    if explicit:
+        return Path(explicit)
+    return REPO_ROOT.parent / "shared" / "joblib-data"
+
+
+def status(socket: str, timeout: float = 1.0):  # type: ignore[no-untyped-def]
+    """The daemon's Status reply, or None when it does not answer."""
+    from persistd._proto import persistd_pb2 as pb
+    from persistd._proto import persistd_pb2_grpc as pb_grpc
+
+    with grpc.insecure_channel("unix:" + socket) as channel:
+        try:
+            return pb_grpc.PersistdStub(channel).Status(pb.StatusRequest(), timeout=timeout)
+        except grpc.RpcError:
+            return None
+
+
+class Daemon:
+    """One persistd process on its own socket and store."""
+
+    def __init__(self, binary: str, cache_bytes: int | None = None) -> None:
+        self.binary = binary
+        self.dir = tempfile.mkdtemp(prefix="pd")
+        self.socket = os.path.join(self.dir, "persistd.sock")
+        self.store = os.path.join(self.dir, "store")
+        self.log_path = os.path.join(self.dir, "persistd.log")
+        self.cache_bytes = cache_bytes
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 15.0) -> None:
+        args = [self.binary, "--socket", self.socket, "--store", self.store]
+        if self.cache_bytes is not None:
+            args += ["--cache-bytes", str(self.cache_bytes)]
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while status(self.socket, timeout=0.5) is None:
+            if self.process.poll() is not None:
+                raise RuntimeError("persistd exited with %s:\n%s" % (self.process.returncode, self.log()))
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError("persistd did not answer within %.0f s:\n%s" % (timeout, self.log()))
+            time.sleep(0.05)
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        process = self.process
+        if process is None or process.poll() is not None:
+            return
+        process.send_signal(sig)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+    def log(self) -> str:
+        try:
+            with open(self.log_path, errors="replace") as f:
+                return f.read()[-4000:]
+        except OSError:
+            return ""
+
+    def cleanup(self) -> None:
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _require_binary() -> str:
+    binary = daemon_binary()
+    if not os.access(binary, os.X_OK):
+        pytest.fail(
+            "persistd binary not found at %s: build it with `bazel build //server:persistd` "
+            "or set PERSISTD_BIN" % binary,
+            pytrace=False,
+        )
+    return binary
+
+
+@pytest.fixture(scope="session", autouse=True)
+def daemon() -> Iterator[Daemon]:
+    instance = Daemon(_require_binary())
+    instance.start()
+    previous = os.environ.get("PERSISTD_SOCKET")
+    os.environ["PERSISTD_SOCKET"] = instance.socket
+    try:
+        yield instance
+    finally:
+        if previous is None:
+            os.environ.pop("PERSISTD_SOCKET", None)
+        else:
+            os.environ["PERSISTD_SOCKET"] = previous
+        instance.cleanup()
+
+
+@pytest.fixture
+def fresh_daemon(monkeypatch: pytest.MonkeyPatch) -> Iterator[Daemon]:
+    """A private daemon the test may stop, kill or restart; the client is
+    pointed at it for the test's duration (it follows $PERSISTD_SOCKET)."""
+    instance = Daemon(_require_binary())
+    instance.start()
+    monkeypatch.setenv("PERSISTD_SOCKET", instance.socket)
+    try:
+        yield instance
+    finally:
+        instance.cleanup()
+
+
+@pytest.fixture
+def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Run the test with the cwd in its tmp_path (the spec's examples use
+    relative file names)."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
