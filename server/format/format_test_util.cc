@@ -24,9 +24,12 @@ std::string ReadTestdata(const std::string& name) {
 
 ExpectedIndex ReadExpectedIndex(const std::string& name) {
   ExpectedIndex index;
-  std::istringstream in(ReadTestdata(name + ".idx"));
-  std::string kind;
-  while (in >> kind) {
+  std::istringstream lines(ReadTestdata(name + ".idx"));
+  std::string line;
+  while (std::getline(lines, line)) {
+    std::istringstream in(line);
+    std::string kind;
+    if (!(in >> kind)) continue;
     if (kind == "end") {
       in >> index.end_offset;
       continue;
@@ -38,6 +41,20 @@ ExpectedIndex ReadExpectedIndex(const std::string& name) {
     location.kind = kind == "raw"      ? LoadArrayLocation::Kind::kRaw
                     : kind == "object" ? LoadArrayLocation::Kind::kObjectStream
                                        : LoadArrayLocation::Kind::kLegacy;
+    // Optional: "<dtype or -> <itemsize> <d0,d1,... or ()> <C|F>".
+    std::string dtype, shape, order;
+    if (in >> dtype >> location.itemsize >> shape >> order) {
+      index.has_meta = true;
+      location.dtype = dtype == "-" ? "" : dtype;
+      if (shape != "()") {
+        std::istringstream dims(shape);
+        std::string dim;
+        while (std::getline(dims, dim, ',')) {
+          location.shape.push_back(std::stoull(dim));
+        }
+      }
+      location.fortran_order = order == "F";
+    }
     index.arrays.push_back(location);
   }
   return index;

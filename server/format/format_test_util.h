@@ -25,10 +25,13 @@ constexpr absl::string_view L(const char (&literal)[N]) {
 std::string ReadTestdata(const std::string& name);
 
 // The index real joblib found for a testdata file: its <name>.idx, written
-// by testdata/make_testdata.py.
+// by testdata/make_testdata.py, with the dtype string, item size, shape and
+// order numpy gave each raw and object array (has_meta; the dtype string
+// is empty where the reader reports none).
 struct ExpectedIndex {
   uint64_t end_offset = 0;
   std::vector<LoadArrayLocation> arrays;
+  bool has_meta = false;
 };
 ExpectedIndex ReadExpectedIndex(const std::string& name);
 

@@ -6,7 +6,9 @@
 //   joblib_format_tool index STREAM SKELETON_OUT
 //       Indexes STREAM, writes the rewritten pickle to SKELETON_OUT and
 //       prints "end <offset>" and one "array <kind> <offset> <length>
-//       <padded>" line per array (kind: raw, object, legacy).
+//       <padded> <dtype> <itemsize> <shape> <order>" line per array (kind:
+//       raw, object, legacy; dtype "-" when empty; shape "d0,d1,..." or
+//       "()"; order C or F), as in testdata/*.idx.
 //   joblib_format_tool write SKELETON OUT [raw|object STATE DATA]...
 //       Writes the joblib stream for SKELETON and the arrays to OUT and
 //       prints "bytes <n>".
@@ -60,9 +62,18 @@ int Index(const char* stream_path, const char* skeleton_path) {
         a.kind == persistd::LoadArrayLocation::Kind::kRaw      ? "raw"
         : a.kind == persistd::LoadArrayLocation::Kind::kObjectStream ? "object"
                                                                      : "legacy";
-    std::printf("array %s %llu %llu %d\n", kind,
+    std::string shape;
+    for (uint64_t dim : a.shape) {
+      if (!shape.empty()) shape += ",";
+      shape += std::to_string(dim);
+    }
+    std::printf("array %s %llu %llu %d %s %llu %s %c\n", kind,
                 static_cast<unsigned long long>(a.offset),
-                static_cast<unsigned long long>(a.length), a.padded ? 1 : 0);
+                static_cast<unsigned long long>(a.length), a.padded ? 1 : 0,
+                a.dtype.empty() ? "-" : a.dtype.c_str(),
+                static_cast<unsigned long long>(a.itemsize),
+                shape.empty() ? "()" : shape.c_str(),
+                a.fortran_order ? 'F' : 'C');
   }
   return 0;
 }

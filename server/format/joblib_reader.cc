@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <utility>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
@@ -41,7 +42,8 @@ absl::Status PastEnd(uint64_t offset) {
 }
 
 // Finds where the data after a NumpyArrayWrapper's BUILD (ending at
-// `build_end`) lies and fills *location; returns the end of the data.
+// `build_end`) lies and sets kind, offset, length and padded of *location;
+// returns the end of the data.
 absl::Status LocateData(absl::string_view stream, uint64_t build_end,
                         const ArrayLayout& layout,
                         LoadArrayLocation* location, uint64_t* data_end) {
@@ -58,8 +60,10 @@ absl::Status LocateData(absl::string_view stream, uint64_t build_end,
                               "offset ", build_end, ")"));
       }
     } while (op.code != kStop);
-    *location = {LoadArrayLocation::Kind::kObjectStream, build_end,
-                 op.end() - build_end, false};
+    location->kind = LoadArrayLocation::Kind::kObjectStream;
+    location->offset = build_end;
+    location->length = op.end() - build_end;
+    location->padded = false;
     *data_end = op.end();
     return absl::OkStatus();
   }
@@ -81,8 +85,10 @@ absl::Status LocateData(absl::string_view stream, uint64_t build_end,
     pos += 1 + pad;
   }
   if (layout.too_large || layout.nbytes > size - pos) return PastEnd(build_end);
-  *location = {LoadArrayLocation::Kind::kRaw, pos, layout.nbytes,
-               layout.padded};
+  location->kind = LoadArrayLocation::Kind::kRaw;
+  location->offset = pos;
+  location->length = layout.nbytes;
+  location->padded = layout.padded;
   *data_end = pos + layout.nbytes;
   return absl::OkStatus();
 }
@@ -138,12 +144,16 @@ absl::StatusOr<IndexedStream> IndexJoblibStream(absl::string_view stream) {
       uint64_t data_end = 0;
       status = LocateData(stream, op.end(), build.layout, &location, &data_end);
       if (!status.ok()) return status;
+      location.dtype = build.layout.dtype;
+      location.itemsize = build.layout.itemsize;
+      location.shape = build.layout.shape;
+      location.fortran_order = build.layout.fortran_order;
       if (data_end > op.end()) {
         edits.push_back({op.end(), Edit::kRemove, data_end, {}});
       }
       scanner.Seek(data_end);
     }
-    result.arrays.push_back(location);
+    result.arrays.push_back(std::move(location));
   }
   result.end_offset = op.end();
 

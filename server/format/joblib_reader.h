@@ -41,6 +41,23 @@ struct LoadArrayLocation {
                     // kLegacy: just past the wrapper's BUILD)
   uint64_t length;  // 0 for kLegacy
   bool padded;      // false for pre-1.2 files (no numpy_array_alignment_bytes)
+
+  // What the wrapper state says about the array, for clients that do not
+  // unpickle. Set for kRaw and kObjectStream, empty for kLegacy (its state
+  // is in the companion file). For kRaw, length == prod(shape) * itemsize
+  // and the bytes are in C order, or in Fortran order if fortran_order.
+  //
+  // dtype is numpy's dtype.str when it can be stated exactly: byte order
+  // ('<' also for numpy's native '='), kind letter and item size, e.g.
+  // "<f8", ">i4", "|u1", "|b1", "<c16", "|S10", "<U10" (10 characters,
+  // itemsize 40), "<M8" (generic), "<M8[ns]", "<m8[10s]", "|O" (object
+  // arrays). It is empty for structured, subarray and void dtypes, for
+  // StringDType, and whenever the state leaves the exact string in doubt;
+  // itemsize is still set then (0 only for StringDType).
+  std::string dtype;
+  uint64_t itemsize = 0;
+  std::vector<uint64_t> shape;  // the state's 'shape'; empty for 0-d
+  bool fortran_order = false;   // the state's 'order' is 'F'
 };
 
 struct IndexedStream {

@@ -27,11 +27,23 @@ const char* const kJoblibFiles[] = {
     "joblib16_p0.pkl",         "joblib16_p1.pkl",
     "joblib16_p2.pkl",         "joblib16_p3.pkl",
     "joblib16_p4.pkl",         "joblib16_p5.pkl",
+    "joblib16_meta_p0.pkl",    "joblib16_meta_p1.pkl",
+    "joblib16_meta_p2.pkl",    "joblib16_meta_p3.pkl",
+    "joblib16_meta_p4.pkl",    "joblib16_meta_p5.pkl",
     "joblib16_dtypes_p2.pkl",  "joblib16_dtypes_p4.pkl",
     "joblib_0.11.0_pickle_py36_np111.pkl",
+    "joblib_0.10.0_pickle_py27_np17.pkl",
     "joblib_0.9.2_pickle_py35_np19.pkl",
 };
 
+std::string ShapeString(const std::vector<uint64_t>& shape) {
+  std::string out = "(";
+  for (uint64_t dim : shape) out += std::to_string(dim) + ",";
+  return out + ")";
+}
+
+// Where the data is and, for raw and object arrays, what numpy says the
+// array is (ReadExpectedIndex leaves the defaults of a legacy array).
 void ExpectSameArrays(const std::vector<LoadArrayLocation>& got,
                       const std::vector<LoadArrayLocation>& want) {
   ASSERT_EQ(got.size(), want.size());
@@ -41,6 +53,10 @@ void ExpectSameArrays(const std::vector<LoadArrayLocation>& got,
     EXPECT_EQ(got[i].offset, want[i].offset);
     EXPECT_EQ(got[i].length, want[i].length);
     EXPECT_EQ(got[i].padded, want[i].padded);
+    EXPECT_EQ(got[i].dtype, want[i].dtype);
+    EXPECT_EQ(got[i].itemsize, want[i].itemsize);
+    EXPECT_EQ(ShapeString(got[i].shape), ShapeString(want[i].shape));
+    EXPECT_EQ(got[i].fortran_order, want[i].fortran_order);
   }
 }
 
@@ -62,6 +78,16 @@ void ExpectValidSkeleton(const IndexedStream& index) {
     status = stack.Apply(op, &event);
     ASSERT_TRUE(status.ok()) << status;
     if (event == SymbolicStack::Event::kWrapperBuild) {
+      ASSERT_LT(wrappers, index.arrays.size());
+      // Apply (here) and Run (in the index) read the same state.
+      const LoadArrayLocation& array = index.arrays[wrappers];
+      if (array.kind != LoadArrayLocation::Kind::kLegacy) {
+        const ArrayLayout& layout = stack.build().layout;
+        EXPECT_EQ(layout.dtype, array.dtype);
+        EXPECT_EQ(layout.itemsize, array.itemsize);
+        EXPECT_EQ(layout.shape, array.shape);
+        EXPECT_EQ(layout.fortran_order, array.fortran_order);
+      }
       ++wrappers;
       ASSERT_LT(op.end() + 1, index.skeleton.size());
       EXPECT_EQ(index.skeleton.substr(op.end(), 2), "tR");
@@ -87,6 +113,38 @@ TEST(JoblibReaderTest, FindsTheArraysWhereJoblibReadsThem) {
     ExpectSameArrays(index->arrays, want.arrays);
     ExpectValidSkeleton(*index);
   }
+}
+
+TEST(JoblibReaderTest, ReportsWhatNumpySaysAboutEachArray) {
+  // FindsTheArraysWhereJoblibReadsThem compares them all; this checks that
+  // the expected files do list them, and a few by hand.
+  size_t described = 0, with_dtype = 0;
+  for (const char* name : kJoblibFiles) {
+    const ExpectedIndex want = ReadExpectedIndex(name);
+    bool legacy = false;
+    for (const LoadArrayLocation& a : want.arrays) {
+      legacy = legacy || a.kind == LoadArrayLocation::Kind::kLegacy;
+      if (!a.dtype.empty()) ++with_dtype;
+    }
+    EXPECT_EQ(want.has_meta, !legacy) << name;
+    if (want.has_meta) described += want.arrays.size();
+  }
+  EXPECT_GE(described, 400u);
+  EXPECT_GE(with_dtype, 370u);
+
+  absl::StatusOr<IndexedStream> index =
+      IndexJoblibStream(ReadTestdata("joblib16_p4.pkl"));
+  ASSERT_TRUE(index.ok()) << index.status();
+  ASSERT_EQ(index->arrays.size(), 9u);
+  const LoadArrayLocation& fortran = index->arrays[6];  // u2, 3x4, 'F'
+  EXPECT_EQ(fortran.dtype, "<u2");
+  EXPECT_EQ(fortran.itemsize, 2u);
+  EXPECT_EQ(fortran.shape, std::vector<uint64_t>({3, 4}));
+  EXPECT_TRUE(fortran.fortran_order);
+  EXPECT_EQ(index->arrays[2].dtype, "|O");  // the object array
+  EXPECT_TRUE(index->arrays[4].shape.empty());  // 0-d
+  EXPECT_EQ(index->arrays[7].dtype, "");    // structured: no string...
+  EXPECT_EQ(index->arrays[7].itemsize, 9u);  // ... but its size
 }
 
 TEST(JoblibReaderTest, SecondWrappersReuseMemoizedStrings) {
@@ -292,6 +350,147 @@ TEST(JoblibReaderTest, AcceptsScikitLearnsVendoredJoblib) {
     EXPECT_EQ(index->arrays[i].offset,
               want.arrays[i].offset + to.size() - from.size());
   }
+}
+
+// Protocol 2 opcodes for the state's 'dtype' item: numpy.dtype(code, False,
+// True) BUILT with `state_items` (the items of the state tuple).
+std::string DtypeItem(const std::string& code, const std::string& state) {
+  return std::string(L("X\005\000\000\000dtypecnumpy\ndtype\n(X")) +
+         static_cast<char>(code.size()) + std::string(3, '\0') + code +
+         std::string(L("K\000K\001tR(")) + state + "tb";
+}
+
+// An 8-item state tuple (numpy >= 1.7) with byte order `order`.
+std::string State8(const std::string& order, const std::string& elsize) {
+  return std::string(L("K\003X\001\000\000\000")) + order +
+         std::string(L("NNN")) + elsize +
+         std::string(L("J\377\377\377\377K\000"));
+}
+
+const char kNoElsize[] = "J\377\377\377\377";
+
+LoadArrayLocation IndexOne(const std::string& state_items,
+                           const std::string& data) {
+  absl::StatusOr<IndexedStream> index =
+      IndexJoblibStream(HandMadeWrapper(state_items, data));
+  EXPECT_TRUE(index.ok()) << index.status();
+  if (!index.ok() || index->arrays.size() != 1) return {};
+  return index->arrays[0];
+}
+
+TEST(JoblibReaderTest, ByteOrdersAsNumpyReportsThem) {
+  const std::string shape(L("X\005\000\000\000shape(K\002t"));
+  struct Case {
+    const char* order;
+    const char* code;
+    const char* dtype;
+  } cases[] = {
+      {"<", "f8", "<f8"}, {">", "f8", ">f8"}, {"=", "f8", "<f8"},
+      {"|", "u1", "|u1"}, {"<", "i1", "<i1"},  // what numpy says for these
+      {"!", "f8", ""},  // not a byte order numpy writes: no string
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.order);
+    const LoadArrayLocation a = IndexOne(
+        shape + DtypeItem(c.code, State8(c.order, kNoElsize)),
+        std::string(c.code[1] == '8' ? 16 : 2, 'd'));
+    EXPECT_EQ(a.dtype, c.dtype);
+    EXPECT_EQ(a.itemsize, c.code[1] == '8' ? 8u : 1u);
+    EXPECT_EQ(a.shape, std::vector<uint64_t>({2}));
+    EXPECT_FALSE(a.fortran_order);
+  }
+  // numpy < 1.7's 5-item state (byteorder, subarray, fields, elsize,
+  // alignment), with the elsize that sizes a flexible dtype.
+  const LoadArrayLocation old = IndexOne(
+      shape + DtypeItem("U1", std::string(L("X\001\000\000\000>NNK\010K\004"))),
+      std::string(16, 'd'));
+  EXPECT_EQ(old.dtype, ">U2");
+  EXPECT_EQ(old.itemsize, 8u);
+  // No BUILD: no byte order, so no string, but the code's size.
+  const LoadArrayLocation unbuilt = IndexOne(
+      shape + std::string(L("X\005\000\000\000dtypecnumpy\ndtype\n"
+                            "(X\002\000\000\000f8K\000K\001tR")),
+      std::string(16, 'd'));
+  EXPECT_EQ(unbuilt.dtype, "");
+  EXPECT_EQ(unbuilt.itemsize, 8u);
+}
+
+TEST(JoblibReaderTest, DatetimeUnitsAsNumpyReportsThem) {
+  const std::string shape(L("X\005\000\000\000shape(K\001t"));
+  const std::string head = std::string(L("K\004X\001\000\000\000<NNN")) +
+                           kNoElsize + kNoElsize + std::string(L("K\000"));
+  struct Case {
+    std::string metadata;  // the 9th item
+    const char* dtype;
+  } cases[] = {
+      {"N", "<M8"},                                      // generic
+      {std::string(L("N(C\002nsK\001K\001K\001t\206")), "<M8[ns]"},
+      {std::string(L("N(X\002\000\000\000usK\003t\206")), "<M8[3us]"},
+      {std::string(L("}(C\001DK\001t\206")), "<M8[D]"},  // with a dict
+      // protocol 2 bytes: _codecs.encode('generic', 'latin1')
+      {std::string(L("Nc_codecs\nencode\nX\007\000\000\000generic"
+                     "X\006\000\000\000latin1\206RK\001\206\206")),
+       "<M8"},
+      {std::string(L("N(C\002nsK\001K\003K\001t\206")), ""},  // divisor
+      {std::string(L("N(C\002xsK\001t\206")), ""},  // not a unit
+      {std::string(L("N(X\002\000\000\000nsK\001t\206")), "<M8[ns]"},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.dtype);
+    const LoadArrayLocation a = IndexOne(
+        shape + DtypeItem("M8", head + c.metadata), std::string(8, 'd'));
+    EXPECT_EQ(a.dtype, c.dtype);
+    EXPECT_EQ(a.itemsize, 8u);
+  }
+  // Without metadata (an 8-item state) numpy keeps dtype('m8')'s generic
+  // unit.
+  EXPECT_EQ(IndexOne(shape + DtypeItem("m8", State8("<", kNoElsize)),
+                     std::string(8, 'd'))
+                .dtype,
+            "<m8");
+}
+
+TEST(JoblibReaderTest, SharedShapeTuplesAndDtypesKeepTheirValues) {
+  // Two wrappers in a list; the second refers to the first's shape tuple
+  // (BINPUT 3), 'F' string (BINPUT 4) and dtype (BINPUT 5) with BINGET.
+  // The dtype is memoized before its BUILD, as numpy's pickles are.
+  const std::string key(L("X\005\000\000\000"));
+  const std::string first =
+      std::string(L("cjoblib.numpy_pickle\nNumpyArrayWrapper\nq\002)\201}(")) +
+      key + "shape" + std::string(L("K\002K\003\206q\003")) + key +
+      "order" + std::string(L("X\001\000\000\000Fq\004")) + key + "dtype" +
+      std::string(L("cnumpy\ndtype\n(X\002\000\000\000i2K\000K\001tRq\005(")) +
+      State8(">", kNoElsize) + "tbub" + std::string(12, 'd');
+  const std::string second =
+      std::string(L("h\002)\201}(")) + key + "shape" + std::string(L("h\003")) +
+      key + "order" + std::string(L("h\004")) + key + "dtype" +
+      std::string(L("h\005")) + "ub" + std::string(12, 'e');
+  const std::string stream =
+      std::string(L("\200\002]q\001(")) + first + second + "e.";
+  absl::StatusOr<IndexedStream> index = IndexJoblibStream(stream);
+  ASSERT_TRUE(index.ok()) << index.status();
+  ASSERT_EQ(index->arrays.size(), 2u);
+  for (const LoadArrayLocation& a : index->arrays) {
+    EXPECT_EQ(a.dtype, ">i2");
+    EXPECT_EQ(a.itemsize, 2u);
+    EXPECT_EQ(a.length, 12u);
+    EXPECT_EQ(a.shape, std::vector<uint64_t>({2, 3}));
+    EXPECT_TRUE(a.fortran_order);
+  }
+  EXPECT_EQ(stream.substr(index->arrays[1].offset, 12), std::string(12, 'e'));
+
+  // An int tuple first pickled elsewhere than as a 'shape' value is not
+  // followed through the memo (joblib never writes one; see the header).
+  const std::string elsewhere =
+      std::string(L("\200\002]q\001(K\002K\003\206q\002")) +
+      std::string(L("cjoblib.numpy_pickle\nNumpyArrayWrapper\n)\201}(")) + key +
+      "shape" + std::string(L("h\002")) +
+      DtypeItem("i2", State8("<", kNoElsize)) + "ub" + std::string(12, 'd') +
+      "e.";
+  index = IndexJoblibStream(elsewhere);
+  EXPECT_NE(index.status().message().find("has a 'shape' that is not a tuple"),
+            absl::string_view::npos)
+      << index.status();
 }
 
 TEST(JoblibReaderTest, MutatedStreamsNeverCrash) {

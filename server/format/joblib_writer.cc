@@ -184,8 +184,7 @@ absl::Status PrepareArray(size_t k, const DumpArraySpec& spec, int protocol,
   }
   if (!scanner.AtEnd()) return Invalid(k, "state pickle has bytes after STOP");
   absl::Status status =
-      SymbolicStack::LayoutFromState(stack.stopped(), op.offset,
-                                     &prepared->layout);
+      stack.LayoutFromState(stack.stopped(), op.offset, &prepared->layout);
   if (!status.ok()) {
     return Invalid(k, absl::StrCat("state pickle: ", status.message()));
   }

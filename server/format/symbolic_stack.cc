@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "server/format/pickle_opcodes.h"
 
@@ -25,10 +26,22 @@ enum StrClass : uint8_t {
   kStrStringDtypeFn,      // "_convert_to_stringdtype_kwargs" (StringDType)
   kStrCopyregModule,      // "copy_reg" (what pickle writes), "copyreg"
   kStrReconstructor,      // "_reconstructor"
+  kStrCodecsModule,       // "_codecs": protocol 0-2 pickle bytes as
+  kStrEncode,             // _codecs.encode(text, 'latin1')
   kStrShape,              // state keys
+  kStrOrder,
   kStrAlignment,
+  kStrOrderF,             // "F", the value of 'order' for Fortran order
   kStrDtypeCode,          // a letter then digits: "f8", "U10", "V48", "O8"
+  kStrByteOrder,          // "<", ">", "|", "=": letter
+  kStrUnit,               // a datetime unit: aux = DatetimeUnit
 };
+
+// Datetime units as numpy names them; a unit is its index + 1 here.
+constexpr absl::string_view kDatetimeUnits[] = {
+    "Y", "M", "W", "D", "h", "m", "s", "ms", "us", "ns", "ps", "fs", "as",
+    "generic"};
+constexpr uint32_t kUnitGeneric = 14;
 
 // Classes of globals (SymbolicTag::klass of kGlobal and kWrapper). The
 // wrapper values equal WrapperClass's.
@@ -42,46 +55,82 @@ enum GlobalClass : uint8_t {
   kGlobalReconstructor,  // copy_reg._reconstructor (protocol 0/1 objects)
   kGlobalNumpyDtype,     // numpy.dtype
   kGlobalStringDtypeFn,  // numpy._core._internal._convert_to_stringdtype_...
+  kGlobalCodecsEncode,   // _codecs.encode
 };
 
-// kTuple bits.
-constexpr uint8_t kTupAllInt = 1;      // every element is a known int; a =
-                                       // product (0 if any is 0)
-constexpr uint8_t kTupNegative = 2;    // ... and one is negative
-constexpr uint8_t kTupOverflow = 4;    // ... and the product overflows
-constexpr uint8_t kTupFirstCode = 8;   // element 0 is a dtype code: letter,
-                                       // aux = its digits
-constexpr uint8_t kTupFirstGlobal = 16;  // element 0 is a global: klass
-constexpr uint8_t kTupElsize = 32;     // dtype-state elsize is an int: b
-constexpr uint8_t kTupHasObject = 64;  // dtype-state flags has HASOBJECT
+// kTuple bits. At most one of kTupShape, kTupFirstStr, kTupFirstGlobal and
+// kTupDatetimeMeta is set, as they need different first elements.
+constexpr uint8_t kTupShape = 1;      // () or non-negative ints built on a
+                                      // 'shape' key: a = shape reference
+                                      // (0 for (), else offset in
+                                      // shape_dims_ + 1)
+constexpr uint8_t kTupFirstStr = 2;   // element 0 is a classified string:
+                                      // klass, letter, aux are its
+constexpr uint8_t kTupFirstGlobal = 4;  // element 0 is a global: klass
+constexpr uint8_t kTupUnitMeta = 8;   // numpy's datetime metadata (unit,
+                                      // count[, events] or [, 1, events]):
+                                      // also kTupFirstStr; a = count
+constexpr uint8_t kTupDatetimeMeta = 16;  // a dtype state's last item
+                                          // (metadata, unit tuple): aux =
+                                          // unit, a = count
 
-// kDtype bits.
-constexpr uint8_t kDtypeSized = 1;   // a = itemsize
-constexpr uint8_t kDtypeObject = 2;  // dtype.hasobject
+// kDtypeState: numpy's dtype __setstate__ tuple (version, byteorder,
+// subarray, names, fields, elsize, alignment, flags[, metadata]), or one of
+// the older ones without some of the leading items (numpy's
+// arraydescr_setstate), with an int elsize: b = elsize, letter = the
+// byteorder if it is a classified one, aux = the datetime unit
+// (kUnitGeneric when there is no metadata, as numpy then keeps
+// dtype('M8')'s; 0 when it is not understood), a = the unit count.
+constexpr uint8_t kStateHasObject = 1;   // flags has NPY_ITEM_HASOBJECT
+constexpr uint8_t kStateStructured = 2;  // fields or subarray is not None
 
-// kDict: klass is the 'shape' status, letter the 'dtype' status, bits the
-// alignment status.
-enum ShapeStatus : uint8_t { kShapeAbsent = 0, kShapeOk, kShapeOverflow,
-                             kShapeBad };
-enum DtypeStatus : char { kDtypeAbsent = 0, kDtypeIsSized, kDtypeIsObject,
-                          kDtypeUnknown };
+// kDict: klass is the 'shape' status (a = its shape reference), letter the
+// 'dtype' status (b = its index in dtypes_), bits the alignment status (aux
+// = alignment) and the order.
+enum ShapeStatus : uint8_t { kShapeAbsent = 0, kShapeOk, kShapeBad };
+enum DtypeStatus : char { kDtypeAbsent = 0, kDtypeKnown, kDtypeUnknown };
 constexpr uint8_t kAlignSet = 1;   // aux = alignment
 constexpr uint8_t kAlignNone = 2;  // the key is None
 constexpr uint8_t kAlignBad = 4;   // neither an int >= 1 nor None
+constexpr uint8_t kAlignMask = kAlignSet | kAlignNone | kAlignBad;
+constexpr uint8_t kDictFortran = 8;  // 'order' is 'F'
 
 constexpr size_t kMaxShortString = 64;
 
 bool IsLetter(char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); }
 
-uint8_t ClassifyString(absl::string_view s, uint32_t* digits) {
+uint32_t DatetimeUnit(absl::string_view s) {
+  for (uint32_t i = 0; i < kUnitGeneric; ++i) {
+    if (s == kDatetimeUnits[i]) return i + 1;
+  }
+  return 0;
+}
+
+// The class of string `s`; *aux gets a dtype code's digits or a unit.
+uint8_t ClassifyString(absl::string_view s, uint32_t* aux) {
   switch (s.size()) {
+    case 1:
+      switch (s[0]) {
+        case '<': case '>': case '|': case '=':
+          return kStrByteOrder;
+        case 'F':
+          return kStrOrderF;
+        default:
+          break;
+      }
+      break;
     case 5:
       if (s == "shape") return kStrShape;
       if (s == "dtype") return kStrDtype;
+      if (s == "order") return kStrOrder;
       if (s == "numpy") return kStrNumpyModule;
+      break;
+    case 6:
+      if (s == "encode") return kStrEncode;
       break;
     case 7:
       if (s == "copyreg") return kStrCopyregModule;
+      if (s == "_codecs") return kStrCodecsModule;
       break;
     case 8:
       if (s == "copy_reg") return kStrCopyregModule;
@@ -111,6 +160,13 @@ uint8_t ClassifyString(absl::string_view s, uint32_t* digits) {
     default:
       break;
   }
+  if (s.size() <= 2 || s.size() == 7) {
+    const uint32_t unit = DatetimeUnit(s);
+    if (unit != 0) {
+      *aux = unit;
+      return kStrUnit;
+    }
+  }
   if (s.size() >= 2 && s.size() <= 11 && IsLetter(s[0])) {
     uint64_t v = 0;
     size_t i = 1;
@@ -118,7 +174,7 @@ uint8_t ClassifyString(absl::string_view s, uint32_t* digits) {
       v = v * 10 + static_cast<uint64_t>(s[i] - '0');
     }
     if (i == s.size() && v <= UINT32_MAX) {
-      *digits = static_cast<uint32_t>(v);
+      *aux = static_cast<uint32_t>(v);
       return kStrDtypeCode;
     }
   }
@@ -140,6 +196,9 @@ uint8_t ClassifyGlobal(uint8_t module, uint8_t name) {
     case kStrCopyregModule:
       if (name == kStrReconstructor) return kGlobalReconstructor;
       break;
+    case kStrCodecsModule:
+      if (name == kStrEncode) return kGlobalCodecsEncode;
+      break;
     default:
       break;
   }
@@ -154,15 +213,13 @@ bool IsWrapperClass(uint8_t klass) {
 // Sets *t (a fresh OTHER tag) to the tag of string `s`.
 void SetStringTag(absl::string_view s, Tag* t) {
   if (s.size() > kMaxShortString) return;
-  uint32_t digits = 0;
-  const uint8_t klass = ClassifyString(s, &digits);
+  uint32_t aux = 0;
+  const uint8_t klass = ClassifyString(s, &aux);
   if (klass == kStrOther) return;
   t->kind = Tag::kString;
   t->klass = klass;
-  if (klass == kStrDtypeCode) {
-    t->letter = s[0];
-    t->aux = digits;
-  }
+  if (klass == kStrDtypeCode || klass == kStrByteOrder) t->letter = s[0];
+  t->aux = aux;
 }
 
 uint8_t ClassifyGlobalText(absl::string_view module, absl::string_view name) {
@@ -192,10 +249,27 @@ bool Relevant(const Tag& t) {
     case Tag::kGlobal:
       return t.klass != 0;
     case Tag::kDtype:
+    case Tag::kDtypeState:
     case Tag::kWrapper:
       return true;
     case Tag::kTuple:
-      return (t.bits & (kTupFirstCode | kTupFirstGlobal)) != 0;
+      return t.bits != 0;
+    default:
+      return false;
+  }
+}
+
+bool IsShapeKey(const Tag& t) {
+  return t.kind == Tag::kString && t.klass == kStrShape;
+}
+
+// Whether numpy's dtype __setstate__ ignores the state's elsize for this
+// kind (it only applies it to flexible dtypes: S, U, V).
+bool HasFixedSize(char kind) {
+  switch (kind) {
+    case 'b': case 'i': case 'u': case 'f': case 'c': case 'm': case 'M':
+    case 'O':
+      return true;
     default:
       return false;
   }
@@ -228,10 +302,24 @@ inline void SymbolicStack::PushString(uint64_t offset,
   SetStringTag(value, &PushTag(Tag::kOther, offset));
 }
 
+// Bytes only matter as numpy's datetime unit (b'ns') and byte order, which
+// numpy accepts as bytes or str; other bytes must not pass for the str
+// keys and names of the same text.
+inline void SymbolicStack::PushBytes(uint64_t offset,
+                                     absl::string_view value) {
+  Tag& t = PushTag(Tag::kOther, offset);
+  if (value.size() > 7) return;
+  SetStringTag(value, &t);
+  if (t.klass != kStrUnit && t.klass != kStrByteOrder) {
+    t.kind = Tag::kOther;
+    t.klass = 0;
+    t.letter = 0;
+    t.aux = 0;
+  }
+}
+
 inline void SymbolicStack::PushEmptyTuple(uint64_t offset) {
-  Tag& t = PushTag(Tag::kTuple, offset);
-  t.bits = kTupAllInt;
-  t.a = 1;  // shape () holds one element
+  PushTag(Tag::kTuple, offset).bits = kTupShape;  // a = 0: shape ()
 }
 
 // Memo opcodes are about half of a typical skeleton's opcodes: the common
@@ -249,19 +337,11 @@ inline absl::Status SymbolicStack::MemoPut(uint64_t offset, uint64_t index) {
 
 absl::Status SymbolicStack::MemoPutSlow(uint64_t offset, uint64_t index) {
   if (!HasItems(1)) return Underflow(offset);
-  Tag& top = stack_.back();
+  const Tag& top = stack_.back();
   uint32_t code = 1;
   if (Relevant(top) && memo_tags_.size() < UINT32_MAX - 2) {
-    if (top.kind == Tag::kDtype && top.aux != 0) {
-      code = top.aux + 1;  // the same dtype object: share its slot
-    } else {
-      memo_tags_.push_back(top);
-      code = static_cast<uint32_t>(memo_tags_.size()) + 1;
-      if (top.kind == Tag::kDtype) {
-        top.aux = code - 1;
-        memo_tags_.back().aux = code - 1;
-      }
-    }
+    memo_tags_.push_back(top);
+    code = static_cast<uint32_t>(memo_tags_.size()) + 1;
   }
   if (index >= memo_dense_.size() &&
       index < std::max<uint64_t>(2 * memo_dense_.size(), 4096)) {
@@ -319,66 +399,103 @@ absl::Status SymbolicStack::MemoGetSlow(uint64_t offset, uint64_t index) {
   return absl::OkStatus();
 }
 
+int64_t SymbolicStack::RecordShape(const Tag* e, size_t n) {
+  for (size_t i = 0; i < n; ++i) {
+    if (e[i].kind != Tag::kInt || e[i].a < 0) return 0;
+  }
+  const int64_t ref = static_cast<int64_t>(shape_dims_.size()) + 1;
+  shape_dims_.push_back(n);
+  for (size_t i = 0; i < n; ++i) {
+    shape_dims_.push_back(static_cast<uint64_t>(e[i].a));
+  }
+  return ref;
+}
+
+// Called for every tuple, so the common case (ints or OTHERs not on a
+// 'shape' key) must stay a few compares.
 void SymbolicStack::MakeTuple(size_t result, size_t first) {
   const size_t n = stack_.size() - first;
   const Tag* e = stack_.data() + first;
-  bool all_int = true, negative = false, zero = false, overflow = false;
-  uint64_t product = 1;
-  for (size_t i = 0; i < n; ++i) {
-    if (e[i].kind != Tag::kInt) {
-      all_int = false;
-      break;
-    }
-    const int64_t v = e[i].a;
-    if (v < 0) {
-      negative = true;
-    } else if (v == 0) {
-      zero = true;
-    } else if (!overflow &&
-               __builtin_mul_overflow(product, static_cast<uint64_t>(v),
-                                      &product)) {
-      overflow = true;
-    }
-  }
+  Tag::Kind kind = Tag::kTuple;
   uint8_t bits = 0, klass = 0;
   char letter = 0;
   uint32_t aux = 0;
   int64_t a = 0, b = 0;
-  if (all_int) {
-    bits |= kTupAllInt;
-    if (negative) bits |= kTupNegative;
-    if (zero) {
-      a = 0;
-    } else if (overflow || product > static_cast<uint64_t>(INT64_MAX)) {
-      bits |= kTupOverflow;
-    } else {
-      a = static_cast<int64_t>(product);
+  if (n == 0) {
+    bits = kTupShape;  // (), a 0-d shape
+  } else if (e[0].kind == Tag::kInt) {
+    if (result > 0 && IsShapeKey(stack_[result - 1])) {
+      a = RecordShape(e, n);
+      if (a != 0) bits = kTupShape;
     }
-  }
-  if (n >= 1) {
-    if (e[0].kind == Tag::kString && e[0].klass == kStrDtypeCode) {
-      bits |= kTupFirstCode;
-      letter = e[0].letter;
-      aux = e[0].aux;
-    } else if (e[0].kind == Tag::kGlobal && e[0].klass != kGlobalOther) {
-      bits |= kTupFirstGlobal;
+  } else if (e[0].kind == Tag::kString) {
+    bits = kTupFirstStr;
+    klass = e[0].klass;
+    letter = e[0].letter;
+    aux = e[0].aux;
+    // numpy's datetime metadata tuple: (unit, count) and, from older
+    // numpys, (unit, count, events) or (unit, count, divisor, events);
+    // a divisor other than 1 changes the unit, which is not followed here.
+    if (klass == kStrUnit && n >= 2 && n <= 4 && e[1].kind == Tag::kInt &&
+        e[1].a >= 1 && e[1].a <= INT32_MAX &&
+        (n != 4 || (e[2].kind == Tag::kInt && e[2].a == 1))) {
+      bits |= kTupUnitMeta;
+      a = e[1].a;
+    }
+  } else if (e[0].kind == Tag::kGlobal) {
+    if (e[0].klass != kGlobalOther) {
+      bits = kTupFirstGlobal;
       klass = e[0].klass;
     }
+  } else if (n == 2 && (e[0].kind == Tag::kNone || e[0].kind == Tag::kDict) &&
+             e[1].kind == Tag::kTuple && (e[1].bits & kTupUnitMeta)) {
+    bits = kTupDatetimeMeta;  // (metadata dict or None, unit tuple)
+    aux = e[1].aux;
+    a = e[1].a;
   }
-  // numpy's dtype __setstate__ tuples: (version, byteorder, subarray, names,
-  // fields, elsize, alignment, flags[, metadata]) with 8 or 9 items; older
-  // ones drop items from the front part (numpy's arraydescr_setstate).
-  const int elsize_index = n >= 7 ? 5 : n == 6 ? 4 : n == 5 ? 3 : -1;
-  if (elsize_index >= 0 && e[elsize_index].kind == Tag::kInt) {
-    bits |= kTupElsize;
-    b = e[elsize_index].a;
-  }
-  if (n >= 8 && e[7].kind == Tag::kInt && (e[7].a & 1) != 0) {
-    bits |= kTupHasObject;  // NPY_ITEM_HASOBJECT
+  // numpy's dtype __setstate__ tuples: (version, byteorder, subarray,
+  // names, fields, elsize, alignment, flags[, metadata]) with 8 or 9
+  // items; older ones drop items from the front part (numpy's
+  // arraydescr_setstate). A shape of 5 to 9 dims stays a shape.
+  if (n >= 5 && n <= 9 && bits != kTupShape) {
+    const size_t elsize_index = n >= 7 ? 5 : n == 6 ? 4 : 3;
+    const size_t byteorder_index = n >= 6 ? 1 : 0;
+    const size_t subarray_index = byteorder_index + 1;
+    const size_t fields_index = n >= 7 ? 4 : subarray_index + 1;
+    const Tag& byteorder = e[byteorder_index];
+    if (e[elsize_index].kind == Tag::kInt && byteorder.kind != Tag::kInt) {
+      kind = Tag::kDtypeState;
+      bits = 0;
+      klass = 0;
+      b = e[elsize_index].a;
+      letter = byteorder.kind == Tag::kString &&
+                       byteorder.klass == kStrByteOrder
+                   ? byteorder.letter
+                   : 0;
+      if (e[subarray_index].kind != Tag::kNone ||
+          e[fields_index].kind != Tag::kNone) {
+        bits |= kStateStructured;
+      }
+      if (n >= 8 && e[7].kind == Tag::kInt && (e[7].a & 1) != 0) {
+        bits |= kStateHasObject;  // NPY_ITEM_HASOBJECT
+      }
+      // Datetime unit: numpy keeps dtype('M8')'s generic unit when the
+      // state has no metadata or None.
+      aux = 0;
+      a = 0;
+      if (n < 9 || e[8].kind == Tag::kNone) {
+        aux = kUnitGeneric;
+        a = 1;
+      } else if (e[8].kind == Tag::kTuple &&
+                 (e[8].bits & kTupDatetimeMeta)) {
+        aux = e[8].aux;
+        a = e[8].a;
+      }
+    }
   }
   stack_.resize(result + 1);
   Tag& t = stack_[result];
-  t.kind = Tag::kTuple;
+  t.kind = kind;
   t.klass = klass;
   t.bits = bits;
   t.letter = letter;
@@ -394,32 +511,38 @@ void SymbolicStack::UpdateDict(Tag* dict, size_t first) {
     const Tag& value = stack_[i + 1];
     switch (key.klass) {
       case kStrShape:
-        if (value.kind == Tag::kTuple && (value.bits & kTupAllInt) &&
-            !(value.bits & kTupNegative)) {
-          dict->klass = (value.bits & kTupOverflow) ? kShapeOverflow : kShapeOk;
+        if (value.kind == Tag::kTuple && (value.bits & kTupShape)) {
+          dict->klass = kShapeOk;
           dict->a = value.a;
         } else {
           dict->klass = kShapeBad;
         }
         break;
       case kStrDtype:
-        if (value.kind == Tag::kDtype && (value.bits & kDtypeObject)) {
-          dict->letter = kDtypeIsObject;
-        } else if (value.kind == Tag::kDtype && (value.bits & kDtypeSized)) {
-          dict->letter = kDtypeIsSized;
-          dict->b = value.a;
+        if (value.kind == Tag::kDtype) {
+          dict->letter = kDtypeKnown;
+          dict->b = value.aux;
         } else {
           dict->letter = kDtypeUnknown;
         }
         break;
+      case kStrOrder:
+        // joblib reads the array in Fortran order iff order == 'F'.
+        if (value.kind == Tag::kString && value.klass == kStrOrderF) {
+          dict->bits |= kDictFortran;
+        } else {
+          dict->bits &= ~kDictFortran;
+        }
+        break;
       case kStrAlignment:
+        dict->bits &= ~kAlignMask;
         if (value.kind == Tag::kInt && value.a >= 1) {
-          dict->bits = kAlignSet;
+          dict->bits |= kAlignSet;
           dict->aux = static_cast<uint32_t>(std::min<int64_t>(value.a, 255));
         } else if (value.kind == Tag::kNone) {
-          dict->bits = kAlignNone;
+          dict->bits |= kAlignNone;
         } else {
-          dict->bits = kAlignBad;
+          dict->bits |= kAlignBad;
         }
         break;
       default:
@@ -558,20 +681,32 @@ absl::Status SymbolicStack::Reduce(uint64_t offset) {
   Tag result;
   result.start = callable.start;
   if (callable.kind == Tag::kGlobal) {
-    if (callable.klass == kGlobalNumpyDtype) {
+    if (callable.klass == kGlobalNumpyDtype ||
+        callable.klass == kGlobalStringDtypeFn) {
+      // A new dtype object (invariant 5).
       result.kind = Tag::kDtype;
-      if (args.kind == Tag::kTuple && (args.bits & kTupFirstCode)) {
-        result.letter = args.letter;
-        result.bits = kDtypeSized;
-        // 'U<n>' counts UCS4 characters, the other codes bytes. BUILD's
-        // elsize, when >= 0, overrides this.
-        result.a =
-            static_cast<int64_t>(args.aux) * (args.letter == 'U' ? 4 : 1);
-        if (args.letter == 'O') result.bits |= kDtypeObject;
+      result.aux = static_cast<uint32_t>(dtypes_.size());
+      dtypes_.emplace_back();
+      DtypeRecord& dtype = dtypes_.back();
+      if (callable.klass == kGlobalStringDtypeFn) {
+        dtype.object = true;  // StringDType: hasobject, no code
+      } else if (args.kind == Tag::kTuple && (args.bits & kTupFirstStr) &&
+                 args.klass == kStrDtypeCode) {
+        // numpy.dtype('f8', False, True). 'U<n>' counts UCS4 characters,
+        // the other codes bytes; the BUILD state's elsize may override it.
+        dtype.kind = args.letter;
+        dtype.sized = true;
+        dtype.itemsize = uint64_t{args.aux} * (args.letter == 'U' ? 4 : 1);
+        dtype.object = args.letter == 'O';
       }
-    } else if (callable.klass == kGlobalStringDtypeFn) {
-      result.kind = Tag::kDtype;  // StringDType: hasobject
-      result.bits = kDtypeObject;
+    } else if (callable.klass == kGlobalCodecsEncode &&
+               args.kind == Tag::kTuple && (args.bits & kTupFirstStr) &&
+               (args.klass == kStrUnit || args.klass == kStrByteOrder)) {
+      // _codecs.encode('ns', 'latin1'): bytes b'ns' at protocols 0-2.
+      result.kind = Tag::kString;
+      result.klass = args.klass;
+      result.letter = args.letter;
+      result.aux = args.aux;
     } else if (callable.klass == kGlobalReconstructor &&
                args.kind == Tag::kTuple && (args.bits & kTupFirstGlobal) &&
                IsWrapperClass(args.klass)) {
@@ -585,25 +720,74 @@ absl::Status SymbolicStack::Reduce(uint64_t offset) {
   return absl::OkStatus();
 }
 
+std::string SymbolicStack::DtypeString(const DtypeRecord& dtype) {
+  if (dtype.structured || dtype.byteorder == 0 || !dtype.sized) return "";
+  std::string out = {dtype.byteorder, dtype.kind};
+  switch (dtype.kind) {
+    case 'b': case 'i': case 'u': case 'f': case 'c': case 'S':
+      return absl::StrCat(out, dtype.itemsize);
+    case 'U':  // numpy counts characters here
+      if (dtype.itemsize % 4 != 0) return "";
+      return absl::StrCat(out, dtype.itemsize / 4);
+    case 'O':
+      return out;
+    case 'M': case 'm':
+      absl::StrAppend(&out, dtype.itemsize);
+      if (dtype.unit == 0) return "";
+      if (dtype.unit == kUnitGeneric) return out;
+      absl::StrAppend(&out, "[");
+      if (dtype.unit_count != 1) absl::StrAppend(&out, dtype.unit_count);
+      absl::StrAppend(&out, kDatetimeUnits[dtype.unit - 1], "]");
+      return out;
+    default:  // 'V' (void, structured, subarray) and codes numpy never writes
+      return "";
+  }
+}
+
 absl::Status SymbolicStack::LayoutFromState(const Tag& state, uint64_t offset,
-                                            ArrayLayout* layout) {
+                                            ArrayLayout* layout) const {
   auto bad = [offset](absl::string_view what) {
     return absl::DataLossError(absl::StrFormat(
         "NumpyArrayWrapper state %s (BUILD at offset %d)", what, offset));
   };
   if (state.kind != Tag::kDict) return bad("is not a dict");
+  if ((state.klass == kShapeOk &&
+       static_cast<uint64_t>(state.a) > shape_dims_.size()) ||
+      (state.letter == kDtypeKnown &&
+       static_cast<uint64_t>(state.b) >= dtypes_.size())) {
+    return absl::InternalError("LayoutFromState: a tag of another stack");
+  }
   *layout = ArrayLayout();
   switch (state.klass) {
     case kShapeAbsent:
       return bad("has no 'shape'");
     case kShapeBad:
       return bad("has a 'shape' that is not a tuple of non-negative ints");
-    case kShapeOverflow:
-      layout->too_large = true;
-      break;
     default:
       break;
   }
+  // The element count; 0 if any dim is, else too_large on overflow.
+  uint64_t count = 1;
+  bool zero = false;
+  if (state.a != 0) {  // else shape ()
+    const size_t at = static_cast<size_t>(state.a - 1);
+    const uint64_t ndim = shape_dims_[at];
+    layout->shape.assign(shape_dims_.begin() + at + 1,
+                         shape_dims_.begin() + at + 1 + ndim);
+  }
+  for (uint64_t dim : layout->shape) {
+    if (dim == 0) {
+      zero = true;
+    } else if (!layout->too_large &&
+               __builtin_mul_overflow(count, dim, &count)) {
+      layout->too_large = true;
+    }
+  }
+  if (zero) {
+    count = 0;
+    layout->too_large = false;
+  }
+  layout->fortran_order = (state.bits & kDictFortran) != 0;
   switch (state.letter) {
     case kDtypeAbsent:
       return bad("has no 'dtype'");
@@ -612,17 +796,23 @@ absl::Status SymbolicStack::LayoutFromState(const Tag& state, uint64_t offset,
           "NumpyArrayWrapper state has a 'dtype' whose item size this reader "
           "does not know (BUILD at offset %d)",
           offset));
-    case kDtypeIsObject:
-      layout->object = true;
-      layout->too_large = false;
-      break;
     default: {
-      const uint64_t count = static_cast<uint64_t>(state.a);
-      const uint64_t itemsize = static_cast<uint64_t>(state.b);
-      if (!layout->too_large &&
-          __builtin_mul_overflow(count, itemsize, &layout->nbytes)) {
+      const DtypeRecord& dtype = dtypes_[static_cast<size_t>(state.b)];
+      if (dtype.object) {
+        layout->object = true;
+        layout->too_large = false;
+      } else if (!dtype.sized) {
+        return absl::UnimplementedError(absl::StrFormat(
+            "NumpyArrayWrapper state has a 'dtype' whose item size this "
+            "reader does not know (BUILD at offset %d)",
+            offset));
+      } else if (!layout->too_large &&
+                 __builtin_mul_overflow(count, dtype.itemsize,
+                                        &layout->nbytes)) {
         layout->too_large = true;
       }
+      if (dtype.sized) layout->itemsize = dtype.itemsize;
+      layout->dtype = DtypeString(dtype);
       break;
     }
   }
@@ -641,14 +831,18 @@ absl::Status SymbolicStack::Build(uint64_t offset, Event* event) {
   const Tag& state = stack_.back();
   Tag& target = stack_[stack_.size() - 2];
   if (target.kind == Tag::kDtype) {
-    if (state.kind == Tag::kTuple) {
-      if ((state.bits & kTupElsize) && state.b >= 0) {
-        target.a = state.b;
-        target.bits |= kDtypeSized;
+    if (state.kind == Tag::kDtypeState) {
+      // numpy.dtype.__setstate__ on the shared object (invariant 5).
+      DtypeRecord& dtype = dtypes_[target.aux];
+      if (state.b >= 0 && !HasFixedSize(dtype.kind)) {
+        dtype.itemsize = static_cast<uint64_t>(state.b);
+        dtype.sized = true;
       }
-      if (state.bits & kTupHasObject) target.bits |= kDtypeObject;
-      // The memo holds the same dtype object, which BUILD just changed.
-      if (target.aux != 0) memo_tags_[target.aux - 1] = target;
+      if (state.bits & kStateHasObject) dtype.object = true;
+      dtype.structured = (state.bits & kStateStructured) != 0;
+      dtype.byteorder = state.letter == '=' ? '<' : state.letter;
+      dtype.unit = state.aux;
+      dtype.unit_count = static_cast<uint32_t>(state.a);
     }
   } else if (target.kind == Tag::kWrapper) {
     build_ = WrapperBuild();
@@ -717,10 +911,12 @@ absl::Status SymbolicStack::Apply(const PickleOp& op, Event* event) {
     case kBinUnicode: case kShortBinUnicode: case kBinUnicode8:
       PushString(offset, op.arg);
       return absl::OkStatus();
+    case kBinBytes: case kShortBinBytes: case kBinBytes8:
+      PushBytes(offset, op.arg);
+      return absl::OkStatus();
     case kNewTrue: case kNewFalse: case kFloat: case kBinFloat:
-    case kBinBytes: case kShortBinBytes: case kBinBytes8: case kByteArray8:
-    case kNextBuffer: case kEmptyList: case kEmptySet: case kPersId:
-    case kExt1: case kExt2: case kExt4:
+    case kByteArray8: case kNextBuffer: case kEmptyList: case kEmptySet:
+    case kPersId: case kExt1: case kExt2: case kExt4:
       PushTag(Tag::kOther, offset);
       return absl::OkStatus();
     case kReadOnlyBuffer:
@@ -858,7 +1054,7 @@ absl::Status SymbolicStack::Run(PickleScanner* scanner, PickleOp* op,
             break;
           }
           if (base[pos] == static_cast<char>(kShortBinBytes)) {
-            PushTag(Tag::kOther, pos);
+            PushBytes(pos, absl::string_view(base + pos + 2, n));
           } else {
             PushString(pos, absl::string_view(base + pos + 2, n));
           }

@@ -1,13 +1,25 @@
 // SymbolicStack simulates the unpickler's stack and memo with tags in place
-// of objects, so the format layer can find joblib's array wrappers and the
-// length of the data that follows them without executing anything.
+// of objects, so the format layer can find joblib's array wrappers, the
+// length of the data that follows them and what the wrapper state says
+// about the array (dtype, shape, order) without executing anything.
 //
 // A tag records only what the wrapper logic needs: short strings by class
-// ("joblib.numpy_pickle", "shape", a dtype code like "f8", ...), ints,
-// classes of interest, summaries of tuples and dicts, numpy dtypes and
-// wrapper instances. Everything else is OTHER. Each tag also remembers the
-// offset of the first opcode that contributed to its stack entry, which is
-// where the reader inserts the call that replaces a wrapper.
+// ("joblib.numpy_pickle", "shape", a dtype code like "f8", a byte order
+// "<", a datetime unit "ns", ...), ints, classes of interest, summaries of
+// tuples and dicts, numpy dtypes, numpy dtype states and wrapper
+// instances. Everything else is OTHER. Each tag also remembers the offset
+// of the first opcode that contributed to its stack entry, which is where
+// the reader inserts the call that replaces a wrapper.
+//
+// What does not fit in a 32-byte tag lives in two side tables that only the
+// few tuples and dtypes that matter write to, so the hot path (memo
+// opcodes, small containers) never touches them:
+//  - shape_dims_ holds the ints of each tuple that is built directly on top
+//    of a 'shape' string, i.e. the value of a 'shape' key (the unpickler
+//    pushes a dict value right after its key, for SETITEM, SETITEMS and
+//    DICT alike), as ndim followed by the dims;
+//  - dtypes_ holds one record per numpy.dtype object (one per REDUCE of
+//    numpy.dtype).
 //
 // Invariants:
 //  1. stack_ holds one tag per entry of the real unpickler's stack, with
@@ -22,17 +34,28 @@
 //     what MEMOIZE uses as its index (like the C unpickler's memo_len).
 //  4. Only tags that can matter (see Relevant() in the .cc) are kept in the
 //     memo; other memo entries are remembered as "set" only, so memory stays
-//     small for skeletons with millions of memoized objects.
-//  5. Tags are values, but the memo holds objects: a dtype is memoized
-//     before its BUILD sets its item size, so that BUILD also updates the
-//     dtype's memo slot (SymbolicTag::aux) and a later BINGET of a shared
-//     dtype sees the size.
+//     small for skeletons with millions of memoized objects. A shape tuple
+//     is relevant, so a wrapper state that refers to another wrapper's
+//     shape with GET still finds its dims; an int tuple that was first
+//     pickled anywhere but as a 'shape' value is not (joblib never shares
+//     those), and a state that refers to one is reported as having a bad
+//     shape, as before.
+//  5. Tags are values, but dtypes are objects: a kDtype tag is a handle to
+//     dtypes_[aux], and BUILD updates that record in place. So a dtype that
+//     was memoized (or DUPed) before its BUILD set its item size, byte
+//     order and datetime unit shows them wherever it is fetched later, as
+//     the real unpickler's shared object would.
+//  6. shape_dims_ and dtypes_ only grow; tags refer to them by index, so
+//     a reallocation invalidates nothing. They grow by one record per
+//     'shape' value and per dtype object, like memo_tags_ by one tag per
+//     memoized relevant object.
 //
 // Not thread-safe.
 #ifndef PERSISTD_SERVER_FORMAT_SYMBOLIC_STACK_H_
 #define PERSISTD_SERVER_FORMAT_SYMBOLIC_STACK_H_
 
 #include <cstdint>
+#include <string>
 #include <unordered_map>
 #include <vector>
 
@@ -49,7 +72,8 @@ enum class WrapperClass : uint8_t {
   kZNDArrayWrapper,    // joblib < 0.10: data in a companion .npy.z file
 };
 
-// What a NumpyArrayWrapper's state says about the bytes after its BUILD.
+// What a NumpyArrayWrapper's state says about the bytes after its BUILD
+// and about the array they hold.
 struct ArrayLayout {
   // dtype.hasobject: the data is a complete nested pickle, no padding.
   bool object = false;
@@ -61,6 +85,20 @@ struct ArrayLayout {
   // a pad byte and padding precede raw data.
   bool padded = false;
   uint32_t alignment = 0;  // the key's value when padded, clamped to 255
+
+  // numpy's dtype.str when this layer can state it exactly: byte order
+  // ('<' for numpy's '=' on this little-endian machine), kind letter and
+  // item size ("<f8", ">i4", "|b1", "<c16", "|S10"; characters for 'U':
+  // "<U10" has itemsize 40), datetime units as numpy writes them ("<M8",
+  // "<M8[ns]", "<m8[10s]"), "|O" for object arrays. Empty for structured,
+  // subarray and void dtypes, StringDType, and whatever the state does not
+  // say exactly (no byte order, an unknown datetime unit, ...).
+  std::string dtype;
+  // dtype.itemsize; when !object, nbytes == prod(shape) * itemsize. 0 only
+  // for object dtypes without a size (StringDType).
+  uint64_t itemsize = 0;
+  std::vector<uint64_t> shape;  // the state's 'shape' tuple; empty for 0-d
+  bool fortran_order = false;   // the state's 'order' is 'F'
 };
 
 // The BUILD that sets an array wrapper's state.
@@ -75,24 +113,25 @@ struct SymbolicTag {
   enum Kind : uint8_t {
     kOther = 0,
     kMark,
-    kNone,     // Python None
-    kInt,      // a = value
-    kString,   // klass = StrClass; kDtypeCode: letter, a = digits
-    kGlobal,   // klass = GlobalClass
-    kTuple,    // summary, see kTuple* bits
-    kDict,     // summary of wrapper-state keys, see kDict* bits
-    kDtype,    // numpy.dtype: letter, a = itemsize if kDtypeSized
-    kWrapper,  // klass = GlobalClass of the wrapper
+    kNone,        // Python None
+    kInt,         // a = value
+    kString,      // klass = StrClass; a dtype code: letter, aux = digits;
+                  // a byte order: letter; a datetime unit: aux = unit
+    kGlobal,      // klass = GlobalClass
+    kTuple,       // summary, see kTup* bits
+    kDict,        // summary of wrapper-state keys, see the .cc
+    kDtype,       // numpy.dtype: aux = index in dtypes_
+    kDtypeState,  // a numpy.dtype __setstate__ tuple, see the .cc
+    kWrapper,     // klass = GlobalClass of the wrapper
   };
   Kind kind = kOther;
   uint8_t klass = 0;
   uint8_t bits = 0;
   char letter = 0;
-  uint32_t aux = 0;  // kTuple: first dtype code's digits; kDict: alignment;
-                     // kDtype: memo slot + 1 (0: not memoized)
+  uint32_t aux = 0;
   uint64_t start = 0;
   int64_t a = 0;
-  int64_t b = 0;  // kTuple: dtype state elsize; kDict: itemsize
+  int64_t b = 0;
 };
 
 class SymbolicStack {
@@ -126,11 +165,11 @@ class SymbolicStack {
   // The value STOP popped, after kStop.
   const SymbolicTag& stopped() const { return stopped_; }
 
-  // The layout described by `tag` if it is a complete NumpyArrayWrapper
-  // state dict; DataLoss/Unimplemented otherwise (`offset` goes in the
-  // message).
-  static absl::Status LayoutFromState(const SymbolicTag& tag, uint64_t offset,
-                                      ArrayLayout* layout);
+  // The layout described by `tag`, a tag of this stack, if it is a
+  // complete NumpyArrayWrapper state dict; DataLoss/Unimplemented otherwise
+  // (`offset` goes in the message).
+  absl::Status LayoutFromState(const SymbolicTag& tag, uint64_t offset,
+                               ArrayLayout* layout) const;
 
  private:
   // Tags are built in place on stack_: copying a just-written 32-byte tag
@@ -153,6 +192,7 @@ class SymbolicStack {
   void PushMark(uint64_t offset);
   void PushInt(uint64_t offset, int64_t value);
   void PushString(uint64_t offset, absl::string_view value);
+  void PushBytes(uint64_t offset, absl::string_view value);
   void PushEmptyTuple(uint64_t offset);
   absl::Status MemoPut(uint64_t offset, uint64_t index);
   absl::Status MemoPutSlow(uint64_t offset, uint64_t index);
@@ -175,7 +215,24 @@ class SymbolicStack {
   // Replaces stack_[result] (the mark or the first item) and everything
   // above it by the tuple of the items from `first` on.
   void MakeTuple(size_t result, size_t first);
+  // Appends the n non-negative ints at `e` to shape_dims_ and returns the
+  // reference a kTupShape tuple keeps; 0 if they are not all such ints.
+  int64_t RecordShape(const SymbolicTag* e, size_t n);
   void UpdateDict(SymbolicTag* dict, size_t first);
+
+  // One numpy.dtype object: what its REDUCE args and BUILD state said.
+  struct DtypeRecord {
+    char kind = 0;            // letter of the dtype code ("f8": 'f'), else 0
+    char byteorder = 0;       // '<', '>', '|' from the state ('=' as '<');
+                              // 0 before BUILD or when it is not one of them
+    bool sized = false;       // itemsize is known
+    bool object = false;      // dtype.hasobject
+    bool structured = false;  // the state has fields or a subarray
+    uint32_t unit = 0;        // datetime unit (see the .cc), 0 if unknown
+    uint32_t unit_count = 0;  // datetime unit multiplier ("10s": 10)
+    uint64_t itemsize = 0;
+  };
+  static std::string DtypeString(const DtypeRecord& dtype);
 
   std::vector<SymbolicTag> stack_;
   std::vector<size_t> marks_;
@@ -186,6 +243,10 @@ class SymbolicStack {
   std::unordered_map<uint64_t, uint32_t> memo_sparse_;
   std::vector<SymbolicTag> memo_tags_;
   uint64_t memo_count_ = 0;
+
+  // Side tables (invariants 5 and 6).
+  std::vector<uint64_t> shape_dims_;
+  std::vector<DtypeRecord> dtypes_;
 
   WrapperBuild build_;
   SymbolicTag stopped_;

@@ -5,8 +5,15 @@
 Writes, for pickle protocols 0 to 5:
   joblib16_p<N>.pkl      joblib.dump(VALUE, protocol=N) by joblib 1.6
   joblib16_p<N>.pkl.idx  where joblib's own unpickler found each array
-and the same .idx for two files copied from joblib's test data (BSD):
+  joblib16_meta_p<N>.pkl (and .idx) the same for make_meta_value()
+then for protocols 2 and 4 joblib16_dtypes_p<N>.pkl (and .idx) for
+make_dtypes_value(), and the same .idx for three files copied from joblib's
+test data (BSD):
   joblib_0.11.0_pickle_py36_np111.pkl  joblib 0.11, protocol 3, no padding
+  joblib_0.10.0_pickle_py27_np17.pkl   joblib 0.10, protocol 2, Python 2
+                                       (strings as BINSTRING; read here
+                                       with encoding='latin1', which joblib
+                                       itself refuses to do)
   joblib_0.9.2_pickle_py35_np19.pkl    joblib 0.9, NDArrayWrapper (legacy)
 and writer_vectors.inc: what the Python client sends for VALUE (skeleton,
 state pickles, data) as C++ string literals, for joblib_writer_test.cc;
@@ -14,9 +21,14 @@ and scanner_vectors.inc: pickles covering every opcode with the opcode list
 pickletools.genops gives for them, for pickle_scanner_test.cc.
 
 An .idx file is "end <offset just past STOP>" then one line per array:
-"<raw|object|legacy> <offset> <length> <padded 0|1>", recorded by
-instrumenting joblib's NumpyArrayWrapper/NDArrayWrapper readers, so it does
-not depend on the C++ code under test.
+"<raw|object|legacy> <offset> <length> <padded 0|1>", and for raw and
+object arrays " <dtype> <itemsize> <shape> <C|F>" after it: numpy's
+dtype.str ("-" where the reader reports no string: structured, subarray and
+void dtypes, StringDType), dtype.itemsize (0 for StringDType), the dims
+joined by "," ("()" for 0-d) and the wrapper's order. All of it is
+recorded by instrumenting joblib's NumpyArrayWrapper/NDArrayWrapper readers
+and read from the arrays they return, so it does not depend on the C++
+code under test.
 """
 import io
 import os
@@ -68,8 +80,50 @@ def make_dtypes_value():
     return out
 
 
-def record_index(path):
-    """Loads `path` with joblib, recording where each array's data was."""
+def make_meta_value():
+    """Arrays whose dtype string, item size, shape and order the reader must
+    report exactly: memoized dtypes, byte orders and order strings, every
+    datetime unit, shapes of 0 to 10 dims (a 5- to 9-tuple of ints must not
+    pass for a dtype state), structured and object dtypes."""
+    f8 = np.dtype('f8')
+    out = [
+        np.arange(6.).reshape(2, 3), np.array(2.5), np.zeros((0, 4)),  # f8 x3
+        np.asfortranarray(np.arange(6, dtype='>i4').reshape(2, 3)),
+        np.asfortranarray(np.zeros((2, 3, 4), dtype='<c16')),  # 'F' again
+        np.asfortranarray(np.zeros((3, 2), dtype='>c8')),
+        np.zeros((4, 1), order='F'),  # C and F contiguous: order 'C'
+        np.array([True, False]), np.zeros(3, dtype='>u2'),
+        np.zeros(2, dtype='G'), np.zeros(2, dtype='>f2'),
+        np.array(['a', 'bcd'], dtype='U10'), np.array(['x'], dtype='>U1'),
+        np.array([b'ab'], dtype='S10'), np.array([b'z'], dtype='S1'),
+        np.zeros(2, dtype=np.dtype('f8', metadata={'unit': 'm'})),
+        np.array([np.array(1, f8)] * 2, dtype=object),
+    ]
+    for t in ['M8', 'M8[ns]', 'M8[10ms]', 'M8[s]', 'm8[s]', '>M8[ns]',
+              '>m8[25us]', 'M8[Y]', 'M8[M]', 'M8[W]', 'M8[D]', 'm8[h]',
+              'm8[m]', 'm8[ps]', 'm8[fs]', 'm8[as]', 'm8']:
+        out.append(np.zeros(2, dtype=t))
+    for ndim in range(11):
+        out.append(np.zeros((1, 2) * (ndim // 2) + (3,) * (ndim % 2), dtype='u1'))
+    out.append(np.zeros((2, 0, 5, 1, 1, 1), dtype='i8'))
+    out.append(np.asfortranarray(np.zeros((2, 3), dtype=[('a', 'i2'), ('b', '>f4')])))
+    out.append(np.rec.array([(1, 2.5)], dtype=[('x', 'i1'), ('y', 'f8')]))
+    out.append(np.zeros(2, dtype=[('t', 'M8[us]'), ('v', 'V3'), ('s', '<i2', (2,))]))
+    return out
+
+
+def _meta_fields(array, order):
+    dt = array.dtype
+    simple = dt.fields is None and dt.subdtype is None and dt.kind not in 'VT'
+    assert order in ('C', 'F')
+    shape = ','.join(str(d) for d in array.shape) or '()'
+    return (dt.str if simple else '-', 0 if dt.kind == 'T' else dt.itemsize,
+            shape, order)
+
+
+def record_index(path, encoding=None):
+    """Loads `path` with joblib, recording where each array's data was and
+    what the array is."""
     records = []
     orig_read_array = NumpyArrayWrapper.read_array
     orig_nd_read = NDArrayWrapper.read
@@ -79,12 +133,14 @@ def record_index(path):
         start = fh.tell()
         array = orig_read_array(self, unpickler, ensure_native_byte_order)
         end = fh.tell()
+        meta = _meta_fields(array, self.order)
+        assert array.dtype == self.dtype and array.shape == tuple(self.shape)
         if self.dtype.hasobject:
-            records.append(('object', start, end - start, 0))
+            records.append(('object', start, end - start, 0) + meta)
         else:
             padded = self.safe_get_numpy_array_alignment_bytes() is not None
             length = array.nbytes
-            records.append(('raw', end - length, length, int(padded)))
+            records.append(('raw', end - length, length, int(padded)) + meta)
         return array
 
     def nd_read(self, unpickler):
@@ -96,6 +152,8 @@ def record_index(path):
     try:
         with open(path, 'rb') as f:
             u = numpy_pickle.NumpyUnpickler(path, f, ensure_native_byte_order=False)
+            if encoding is not None:
+                u.encoding = encoding  # the pure-Python unpickler's attribute
             u.load()
             end = f.tell()
     finally:
@@ -103,8 +161,8 @@ def record_index(path):
         NDArrayWrapper.read = orig_nd_read
     with open(path + '.idx', 'w') as out:
         out.write(f'end {end}\n')
-        for kind, offset, length, padded in records:
-            out.write(f'{kind} {offset} {length} {padded}\n')
+        for record in records:
+            out.write(' '.join(str(field) for field in record) + '\n')
 
 
 class SkeletonPickler(pickle.Pickler):
@@ -289,14 +347,19 @@ def main():
         path = os.path.join(HERE, f'joblib16_p{protocol}.pkl')
         joblib.dump(value, path, protocol=protocol)
         record_index(path)
+        path = os.path.join(HERE, f'joblib16_meta_p{protocol}.pkl')
+        joblib.dump(make_meta_value(), path, protocol=protocol)
+        record_index(path)
     for protocol in (2, 4):
         path = os.path.join(HERE, f'joblib16_dtypes_p{protocol}.pkl')
         joblib.dump(make_dtypes_value(), path, protocol=protocol)
         record_index(path)
     for name in ('joblib_0.11.0_pickle_py36_np111.pkl',
+                 'joblib_0.10.0_pickle_py27_np17.pkl',
                  'joblib_0.9.2_pickle_py35_np19.pkl'):
         shutil.copyfile(os.path.join(SHARED, name), os.path.join(HERE, name))
-        record_index(os.path.join(HERE, name))
+        record_index(os.path.join(HERE, name),
+                     encoding='latin1' if '_py27_' in name else None)
 
     lines = ['// Generated by make_testdata.py from real joblib ' + joblib.__version__ +
              ', numpy ' + np.__version__ + '. Do not edit.',
