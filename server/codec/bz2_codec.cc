@@ -91,16 +91,64 @@ class Bz2Encoder : public Encoder {
   ChunkBuffer buffer_;
 };
 
-// Ends a decompression stream on every return path.
-class DecompressGuard {
+// One bzip2 stream, decompressed as its bytes arrive.
+//
+// Invariant: stream_ is an initialized decompression stream iff init_ is
+// BZ_OK; between Feeds it holds no pointer into the caller's input.
+class Bz2Decoder : public DecoderBase {
  public:
-  explicit DecompressGuard(bz_stream* stream) : stream_(stream) {}
-  ~DecompressGuard() { BZ2_bzDecompressEnd(stream_); }
-  DecompressGuard(const DecompressGuard&) = delete;
-  DecompressGuard& operator=(const DecompressGuard&) = delete;
+  Bz2Decoder() { init_ = BZ2_bzDecompressInit(&stream_, 0, 0); }
+  ~Bz2Decoder() override {
+    if (init_ == BZ_OK) BZ2_bzDecompressEnd(&stream_);
+  }
 
  private:
-  bz_stream* stream_;
+  absl::Status Step(absl::string_view input, ByteSink* out, size_t* used,
+                    bool* end) override {
+    if (init_ != BZ_OK) return Bz2Error("BZ2_bzDecompressInit", init_);
+    size_t given = 0;
+    while (true) {
+      if (stream_.avail_in == 0 && given < input.size()) {
+        size_t n = std::min(input.size() - given, kMaxLibraryInput);
+        stream_.next_in = const_cast<char*>(input.data() + given);
+        stream_.avail_in = static_cast<unsigned>(n);
+        given += n;
+      }
+      size_t room = buffer_.free_size();
+      stream_.next_out = buffer_.free_data();
+      stream_.avail_out = static_cast<unsigned>(room);
+      int rc = BZ2_bzDecompress(&stream_);
+      buffer_.Commit(room - stream_.avail_out);
+      switch (rc) {
+        case BZ_STREAM_END:
+          *used = given - stream_.avail_in;
+          stream_.avail_in = 0;
+          *end = true;
+          return absl::OkStatus();
+        case BZ_OK:
+          break;
+        case BZ_DATA_ERROR_MAGIC:
+          return CorruptError(kName, TotalIn(stream_),
+                              "bad magic (not a bzip2 stream)");
+        case BZ_DATA_ERROR:
+          return CorruptError(kName, TotalIn(stream_),
+                              "data integrity error (bad block or CRC)");
+        default:
+          return Bz2Error("BZ2_bzDecompress", rc);
+      }
+      if (buffer_.full()) {
+        absl::Status status = buffer_.FlushTo(out);
+        if (!status.ok()) return status;
+      } else if (stream_.avail_in == 0 && given == input.size()) {
+        *used = input.size();
+        *end = false;
+        return absl::OkStatus();
+      }
+    }
+  }
+
+  bz_stream stream_{};
+  int init_ = BZ_OK;
 };
 
 }  // namespace
@@ -110,49 +158,8 @@ absl::StatusOr<std::unique_ptr<ByteSink>> NewBz2Encoder(int level,
   return Bz2Encoder::Create(level, out);
 }
 
-absl::Status DecodeBz2(absl::string_view input, ByteSink* out,
-                       size_t* consumed) {
-  bz_stream stream{};
-  int rc = BZ2_bzDecompressInit(&stream, 0, 0);
-  if (rc != BZ_OK) return Bz2Error("BZ2_bzDecompressInit", rc);
-  DecompressGuard guard(&stream);
-
-  ChunkBuffer buffer;
-  absl::string_view rest = input;  // not yet handed to libbz2
-  while (true) {
-    if (stream.avail_in == 0 && !rest.empty()) {
-      size_t n = std::min(rest.size(), kMaxLibraryInput);
-      stream.next_in = const_cast<char*>(rest.data());
-      stream.avail_in = static_cast<unsigned>(n);
-      rest.remove_prefix(n);
-    }
-    size_t room = buffer.free_size();
-    stream.next_out = buffer.free_data();
-    stream.avail_out = static_cast<unsigned>(room);
-    rc = BZ2_bzDecompress(&stream);
-    buffer.Commit(room - stream.avail_out);
-    switch (rc) {
-      case BZ_STREAM_END:
-        *consumed = input.size() - rest.size() - stream.avail_in;
-        return buffer.FlushTo(out);
-      case BZ_OK:
-        break;
-      case BZ_DATA_ERROR_MAGIC:
-        return CorruptError(kName, TotalIn(stream),
-                            "bad magic (not a bzip2 stream)");
-      case BZ_DATA_ERROR:
-        return CorruptError(kName, TotalIn(stream),
-                            "data integrity error (bad block or CRC)");
-      default:
-        return Bz2Error("BZ2_bzDecompress", rc);
-    }
-    if (buffer.full()) {
-      absl::Status status = buffer.FlushTo(out);
-      if (!status.ok()) return status;
-    } else if (stream.avail_in == 0 && rest.empty()) {
-      return TruncatedError(kName);
-    }
-  }
+std::unique_ptr<StreamDecoder> NewBz2Decoder() {
+  return std::make_unique<Bz2Decoder>();
 }
 
 }  // namespace codec_internal

@@ -176,49 +176,66 @@ absl::StatusOr<std::unique_ptr<ByteSink>> NewEncoder(Codec codec, int level,
   return UnknownCodec(codec);
 }
 
-absl::Status Decode(Codec codec, absl::string_view input, ByteSink* out,
-                    size_t* consumed) {
-  size_t used = 0;
-  absl::Status status;
+absl::StatusOr<std::unique_ptr<StreamDecoder>> NewStreamDecoder(Codec codec) {
   switch (codec) {
-    case Codec::kNone:
-      status = input.empty() ? absl::OkStatus() : out->Append(input);
-      used = input.size();
-      break;
     case Codec::kZlib:
     case Codec::kGzip:
-      status = codec_internal::DecodeZlib(codec == Codec::kGzip, input, out,
-                                          &used);
-      break;
+      return codec_internal::NewZlibDecoder(codec == Codec::kGzip);
     case Codec::kBz2:
-      status = codec_internal::DecodeBz2(input, out, &used);
-      break;
+      return codec_internal::NewBz2Decoder();
     case Codec::kLzma:
     case Codec::kXz:
-      status =
-          codec_internal::DecodeLzma(codec == Codec::kXz, input, out, &used);
-      break;
+      return codec_internal::NewLzmaDecoder(codec == Codec::kXz);
     case Codec::kLz4:
-      status = codec_internal::DecodeLz4(input, out, &used);
-      break;
+      return codec_internal::NewLz4Decoder();
     case Codec::kZstd:
-      status = codec_internal::DecodeZstd(input, out, &used);
-      break;
-    default:
-      return UnknownCodec(codec);
+      return codec_internal::NewZstdDecoder();
+    case Codec::kNone:
+      return absl::InvalidArgumentError(
+          "uncompressed input (codec none) has no stream decoder");
   }
-  if (status.ok() && consumed != nullptr) *consumed = used;
-  return status;
+  return UnknownCodec(codec);
 }
+
+absl::Status Decode(Codec codec, absl::string_view input, ByteSink* out,
+                    size_t* consumed) {
+  if (codec == Codec::kNone) {
+    absl::Status status = input.empty() ? absl::OkStatus() : out->Append(input);
+    if (status.ok() && consumed != nullptr) *consumed = input.size();
+    return status;
+  }
+  absl::StatusOr<std::unique_ptr<StreamDecoder>> decoder =
+      NewStreamDecoder(codec);
+  if (!decoder.ok()) return decoder.status();
+  size_t used = 0;
+  bool done = false;
+  absl::Status status = (*decoder)->Feed(input, out, &used, &done);
+  if (!status.ok()) return status;
+  // All the input is present: a stream that wants more is truncated.
+  if (!done) return codec_internal::TruncatedError(CodecName(codec));
+  if (consumed != nullptr) *consumed = used;
+  return absl::OkStatus();
+}
+
+namespace {
+
+// Whether joblib's reader for `codec` continues into a stream that follows.
+bool Concatenates(Codec codec) {
+  return codec == Codec::kBz2 || codec == Codec::kLzma ||
+         codec == Codec::kXz || codec == Codec::kLz4;
+}
+
+// Longest magic in kMagics.
+constexpr size_t kMaxMagic = 5;
+
+}  // namespace
 
 absl::Status DecodeAll(Codec codec, absl::string_view input, ByteSink* out,
                        size_t* consumed) {
   size_t total = 0;
   absl::Status status = Decode(codec, input, out, &total);
   if (!status.ok()) return status;
-  const bool concatenates = codec == Codec::kBz2 || codec == Codec::kLzma ||
-                            codec == Codec::kXz || codec == Codec::kLz4;
-  while (concatenates && total < input.size()) {
+  while (Concatenates(codec) && total < input.size()) {
     // Not substr(): it may throw, and the daemon has no exceptions.
     absl::string_view rest(input.data() + total, input.size() - total);
     if (DetectCodec(rest) != codec) break;
@@ -228,6 +245,65 @@ absl::Status DecodeAll(Codec codec, absl::string_view input, ByteSink* out,
     total += used;
   }
   if (consumed != nullptr) *consumed = total;
+  return absl::OkStatus();
+}
+
+absl::Status DecodeAllFrom(Codec codec, ByteSource* in, ByteSink* out,
+                           uint64_t* consumed,
+                           const std::function<bool()>& another) {
+  if (!IsKnown(codec)) return UnknownCodec(codec);
+  uint64_t total = 0;  // input bytes handed to decoders (or copied)
+  if (codec == Codec::kNone) {
+    while (true) {
+      absl::StatusOr<absl::string_view> piece = in->Read();
+      if (!piece.ok()) return piece.status();
+      if (piece->empty()) break;
+      absl::Status status = out->Append(*piece);
+      if (!status.ok()) return status;
+      total += piece->size();
+    }
+    *consumed = total;
+    return absl::OkStatus();
+  }
+
+  absl::StatusOr<std::unique_ptr<StreamDecoder>> decoder =
+      NewStreamDecoder(codec);
+  if (!decoder.ok()) return decoder.status();
+  absl::string_view piece;  // input not yet fed
+  std::string joined;       // backs `piece` when a magic straddled a read
+  bool input_ended = false;
+  while (true) {
+    if (piece.empty() && !input_ended) {
+      absl::StatusOr<absl::string_view> next = in->Read();
+      if (!next.ok()) return next.status();
+      piece = *next;
+      input_ended = piece.empty();
+    }
+    size_t used = 0;
+    bool done = false;
+    absl::Status status = (*decoder)->Feed(piece, out, &used, &done);
+    if (!status.ok()) return status;
+    piece.remove_prefix(used);
+    total += used;
+    if (!done) {
+      if (input_ended) return codec_internal::TruncatedError(CodecName(codec));
+      continue;
+    }
+    // One stream is complete: look for another right after it.
+    if (!Concatenates(codec) || (another && !another())) break;
+    while (piece.size() < kMaxMagic && !input_ended) {
+      std::string carry(piece);  // Read() may reuse the memory under piece
+      absl::StatusOr<absl::string_view> next = in->Read();
+      if (!next.ok()) return next.status();
+      if (next->empty()) input_ended = true;
+      joined = absl::StrCat(carry, *next);
+      piece = joined;
+    }
+    if (piece.empty() || DetectCodec(piece) != codec) break;
+    decoder = NewStreamDecoder(codec);
+    if (!decoder.ok()) return decoder.status();
+  }
+  *consumed = total;
   return absl::OkStatus();
 }
 

@@ -15,6 +15,8 @@
 #define PERSISTD_SERVER_CODEC_CODEC_H_
 
 #include <cstddef>
+#include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 
@@ -109,6 +111,54 @@ absl::Status Decode(Codec codec, absl::string_view input, ByteSink* out,
 // *consumed. zlib, gzip, zstd and kNone: the same as Decode.
 absl::Status DecodeAll(Codec codec, absl::string_view input, ByteSink* out,
                        size_t* consumed);
+
+// Decodes ONE compressed stream whose bytes arrive in pieces (a file read
+// chunk by chunk), so the compressed input never has to be in memory at
+// once. Decode is a single Feed of all the input.
+//
+// Not thread-safe; one caller feeds it.
+class StreamDecoder {
+ public:
+  virtual ~StreamDecoder() = default;
+
+  // Decodes `input`, the next bytes of the stream, appending the output to
+  // `out` in chunks of about 1 MiB (output may be held back until a chunk
+  // is full or the stream ends; nothing is held back once *done is true).
+  // When the stream ends inside `input`, *done is true and *used is the
+  // number of bytes of `input` up to its end (the rest is not part of it);
+  // otherwise *done is false and *used is input.size(): feed more. An empty
+  // `input` is allowed. Errors are Decode's (offsets count from the first
+  // byte ever fed); after an error, or after *done, Feed fails
+  // (FailedPrecondition after the end). *used and *done are untouched on
+  // error.
+  virtual absl::Status Feed(absl::string_view input, ByteSink* out,
+                            size_t* used, bool* done) = 0;
+};
+
+// A decoder for one stream of `codec`. InvalidArgument for an unknown codec
+// or kNone (uncompressed input needs no decoder).
+absl::StatusOr<std::unique_ptr<StreamDecoder>> NewStreamDecoder(Codec codec);
+
+// Where DecodeAllFrom reads compressed bytes from.
+class ByteSource {
+ public:
+  virtual ~ByteSource() = default;
+  // The next bytes of the input, valid until the next call; empty at its
+  // end.
+  virtual absl::StatusOr<absl::string_view> Read() = 0;
+};
+
+// DecodeAll for input read piece by piece from `in`: decodes the first
+// stream and, for bz2, lzma, xz and lz4, every further stream that follows
+// back to back -- as long as `another` (when given), asked after each
+// stream, returns true. *consumed receives the number of input bytes the
+// decoded streams occupy; bytes after them are read at most partly (a
+// piece) and not decoded. kNone copies the whole input to `out`. A source
+// that ends inside a stream gives Decode's truncation error; errors of `in`
+// and `out` are returned as they are.
+absl::Status DecodeAllFrom(Codec codec, ByteSource* in, ByteSink* out,
+                           uint64_t* consumed,
+                           const std::function<bool()>& another = nullptr);
 
 }  // namespace persistd
 

@@ -62,6 +62,29 @@ absl::Status Encoder::Fail(absl::Status status) {
   return status;
 }
 
+absl::Status DecoderBase::Feed(absl::string_view input, ByteSink* out,
+                               size_t* used, bool* done) {
+  if (state_ == State::kFailed) return error_;
+  if (state_ == State::kDone) {
+    return absl::FailedPreconditionError(
+        "Feed after the end of the compressed stream");
+  }
+  size_t n = 0;
+  bool end = false;
+  absl::Status status = Step(input, out, &n, &end);
+  if (status.ok() && end) status = buffer_.FlushTo(out);
+  if (!status.ok()) {
+    state_ = State::kFailed;
+    error_ = status;
+    return status;
+  }
+  fed_ += n;
+  if (end) state_ = State::kDone;
+  *used = n;
+  *done = end;
+  return absl::OkStatus();
+}
+
 absl::Status TruncatedError(absl::string_view codec) {
   return absl::DataLossError(absl::StrCat(
       codec, " stream is truncated (file ends before the end mark)"));

@@ -12,6 +12,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "server/codec/codec.h"
 #include "server/io/byte_sink.h"
 
 namespace persistd {
@@ -96,41 +97,65 @@ class Encoder : public ByteSink {
   std::string gathered_;
 };
 
+// The state machine every stream decoder shares: Feed fails with the first
+// error again after an error, and with FailedPrecondition after the end of
+// the stream; on the end, the output still in buffer_ is flushed.
+//
+// Invariant: fed_ is the number of input bytes consumed by earlier Feeds
+// (decoders add the position inside the current input for error offsets).
+class DecoderBase : public StreamDecoder {
+ public:
+  absl::Status Feed(absl::string_view input, ByteSink* out, size_t* used,
+                    bool* done) final;
+
+ protected:
+  // Decodes `input` until it is used up (*end false, *used = input.size())
+  // or the stream ends (*end true, *used = its bytes of `input`), flushing
+  // buffer_ to `out` whenever it is full.
+  virtual absl::Status Step(absl::string_view input, ByteSink* out,
+                            size_t* used, bool* end) = 0;
+
+  ChunkBuffer buffer_;
+  uint64_t fed_ = 0;
+
+ private:
+  enum class State { kOpen, kDone, kFailed };
+  State state_ = State::kOpen;
+  absl::Status error_;
+};
+
 // Decode helpers: DataLoss errors with the house wording.
 absl::Status TruncatedError(absl::string_view codec);
 absl::Status CorruptError(absl::string_view codec, uint64_t offset,
                           absl::string_view detail);
 
-// Per-codec factories and decoders. The level is already validated and
-// resolved (never -1). `gzip`/`xz` select the second format of a library.
+// Per-codec encoder factories and stream decoders. The level is already
+// validated and resolved (never -1). `gzip`/`xz` select the second format of
+// a library. A decoder whose library fails to initialize reports that error
+// from its first Feed.
 absl::StatusOr<std::unique_ptr<ByteSink>> NewZlibEncoder(bool gzip, int level,
                                                          int threads,
                                                          ByteSink* out);
-absl::Status DecodeZlib(bool gzip, absl::string_view input, ByteSink* out,
-                        size_t* consumed);
+std::unique_ptr<StreamDecoder> NewZlibDecoder(bool gzip);
 
 absl::StatusOr<std::unique_ptr<ByteSink>> NewBz2Encoder(int level,
                                                         ByteSink* out);
-absl::Status DecodeBz2(absl::string_view input, ByteSink* out,
-                       size_t* consumed);
+std::unique_ptr<StreamDecoder> NewBz2Decoder();
 
 absl::StatusOr<std::unique_ptr<ByteSink>> NewLzmaEncoder(bool xz, int level,
                                                          int threads,
                                                          ByteSink* out);
-absl::Status DecodeLzma(bool xz, absl::string_view input, ByteSink* out,
-                        size_t* consumed);
+std::unique_ptr<StreamDecoder> NewLzmaDecoder(bool xz);
 
 absl::StatusOr<std::unique_ptr<ByteSink>> NewLz4Encoder(int level,
                                                         int threads,
                                                         ByteSink* out);
-absl::Status DecodeLz4(absl::string_view input, ByteSink* out,
-                       size_t* consumed);
+std::unique_ptr<StreamDecoder> NewLz4Decoder();
 
 absl::StatusOr<std::unique_ptr<ByteSink>> NewZstdEncoder(int level,
                                                          int threads,
                                                          ByteSink* out);
-absl::Status DecodeZstd(absl::string_view input, ByteSink* out,
-                        size_t* consumed);
+std::unique_ptr<StreamDecoder> NewZstdDecoder();
 
 }  // namespace codec_internal
 }  // namespace persistd

@@ -3,6 +3,7 @@
 #include <zlib.h>
 
 #include <algorithm>
+#include <cstring>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -439,6 +440,190 @@ TEST(DecodeAllTest, FollowsConcatenatedStreamsWherePythonDoes) {
       EXPECT_EQ(DecodeAll(codec, input, &decoded, &consumed).code(),
                 absl::StatusCode::kDataLoss);
     }
+  }
+}
+
+// ------------------------------------- streaming input (StreamDecoder)
+
+// Hands out `data` in pieces of the given sizes (cycled), each copied into a
+// buffer that the next Read overwrites, as a file reader's buffer is.
+class PieceSource : public ByteSource {
+ public:
+  PieceSource(absl::string_view data, std::vector<size_t> steps)
+      : data_(data), steps_(std::move(steps)) {}
+
+  absl::StatusOr<absl::string_view> Read() override {
+    ++reads;
+    size_t n = std::min(data_.size() - pos_, steps_[reads % steps_.size()]);
+    buffer_.assign(n, '\xee');  // scribble over what the last Read returned
+    buffer_.assign(data_.data() + pos_, n);
+    pos_ += n;
+    return absl::string_view(buffer_);
+  }
+
+  size_t position() const { return pos_; }
+  size_t reads = 0;
+
+ private:
+  absl::string_view data_;
+  std::vector<size_t> steps_;
+  size_t pos_ = 0;
+  std::string buffer_;
+};
+
+TEST(StreamDecoderTest, AnyPieceSizesDecodeLikeDecode) {
+  const std::string input = RandomishBytes(700000) + CompressibleBytes(900000);
+  for (Codec codec : kCompressors) {
+    for (int threads : {1, 2}) {
+      std::string encoded = Encode(codec, FastLevel(codec), threads, input);
+      encoded += "trailing bytes";
+      for (size_t step : {size_t{1} + 0, size_t{7}, size_t{4096},
+                          size_t{1} << 20, encoded.size()}) {
+        if (step == 1 && threads == 2) continue;  // slow and redundant
+        SCOPED_TRACE(absl::StrCat(CodecName(codec), " threads ", threads,
+                                  " pieces of ", step));
+        absl::StatusOr<std::unique_ptr<StreamDecoder>> decoder =
+            NewStreamDecoder(codec);
+        ASSERT_TRUE(decoder.ok());
+        RecordingSink sizes;
+        StringSink decoded;
+        size_t pos = 0;
+        bool done = false;
+        while (!done) {
+          ASSERT_LT(pos, encoded.size());
+          absl::string_view piece =
+              absl::string_view(encoded).substr(pos, step);
+          size_t used = 0;
+          ASSERT_TRUE((*decoder)->Feed(piece, &decoded, &used, &done).ok());
+          if (!done) EXPECT_EQ(used, piece.size());
+          pos += used;
+        }
+        EXPECT_EQ(pos, encoded.size() - strlen("trailing bytes"));
+        EXPECT_TRUE(decoded.data() == input);
+        size_t used = 0;
+        EXPECT_EQ((*decoder)->Feed("x", &decoded, &used, &done).code(),
+                  absl::StatusCode::kFailedPrecondition);
+      }
+    }
+  }
+  EXPECT_EQ(NewStreamDecoder(Codec::kNone).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(NewStreamDecoder(static_cast<Codec>(42)).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+TEST(StreamDecoderTest, OutputComesInLargeChunks) {
+  const std::string input = CompressibleBytes(6 << 20);
+  for (Codec codec : kCompressors) {
+    SCOPED_TRACE(CodecName(codec));
+    std::string encoded = Encode(codec, FastLevel(codec), 1, input);
+    absl::StatusOr<std::unique_ptr<StreamDecoder>> decoder =
+        NewStreamDecoder(codec);
+    ASSERT_TRUE(decoder.ok());
+    RecordingSink sink;
+    bool done = false;
+    for (size_t pos = 0; !done; pos += 1000) {
+      size_t used = 0;
+      ASSERT_TRUE((*decoder)
+                      ->Feed(absl::string_view(encoded).substr(pos, 1000),
+                             &sink, &used, &done)
+                      .ok());
+    }
+    EXPECT_EQ(sink.bytes, input.size());
+    EXPECT_LE(sink.max_append, size_t{1} << 20);
+    EXPECT_LE(sink.appends, 8u);  // not one append per piece of input
+  }
+}
+
+TEST(DecodeAllFromTest, MatchesDecodeAllForEveryPieceSize) {
+  const std::string a = CompressibleBytes(1 << 20);
+  const std::string b = RandomishBytes(70000);
+  for (Codec codec : kCodecs) {
+    std::string first = Encode(codec, FastLevel(codec), 1, a);
+    std::string second = Encode(codec, FastLevel(codec), 2, b);
+    for (absl::string_view tail :
+         {absl::string_view(""), absl::string_view("not a stream"),
+          absl::string_view("\x04")}) {
+      const std::string input = first + second + std::string(tail);
+      StringSink expected;
+      size_t expected_consumed = 0;
+      ASSERT_TRUE(
+          DecodeAll(codec, input, &expected, &expected_consumed).ok());
+      // Steps that end a piece inside the second stream's magic, too.
+      for (std::vector<size_t> steps :
+           {std::vector<size_t>{4096}, std::vector<size_t>{first.size() - 1, 3},
+            std::vector<size_t>{first.size() + 2, 1, 1, 1, 1, 100000},
+            std::vector<size_t>{input.size()}}) {
+        SCOPED_TRACE(absl::StrCat(CodecName(codec), " tail '", tail,
+                                  "' first step ", steps[0]));
+        // PieceSource cycles from steps[1]: rotate so steps[0] comes first.
+        std::rotate(steps.rbegin(), steps.rbegin() + 1, steps.rend());
+        PieceSource source(input, steps);
+        StringSink decoded;
+        uint64_t consumed = 0;
+        absl::Status status = DecodeAllFrom(codec, &source, &decoded, &consumed);
+        ASSERT_TRUE(status.ok()) << status;
+        EXPECT_EQ(consumed, codec == Codec::kNone ? input.size()
+                                                  : expected_consumed);
+        EXPECT_TRUE(decoded.data() == expected.data());
+      }
+    }
+  }
+}
+
+TEST(DecodeAllFromTest, AnotherStopsAtAStreamBoundary) {
+  const std::string a = CompressibleBytes(300000);
+  for (Codec codec : {Codec::kBz2, Codec::kXz, Codec::kLz4}) {
+    SCOPED_TRACE(CodecName(codec));
+    std::string one = Encode(codec, FastLevel(codec), 1, a);
+    std::string input = one + one + one;
+    PieceSource source(input, {1000});
+    StringSink decoded;
+    uint64_t consumed = 0;
+    int asked = 0;
+    ASSERT_TRUE(DecodeAllFrom(codec, &source, &decoded, &consumed,
+                              [&asked] { return ++asked < 2; })
+                    .ok());
+    EXPECT_EQ(asked, 2);
+    EXPECT_EQ(consumed, 2 * one.size());
+    EXPECT_TRUE(decoded.data() == a + a);
+    EXPECT_LT(source.position(), input.size());  // the third never read whole
+  }
+}
+
+TEST(DecodeAllFromTest, CutsAreTruncationErrors) {
+  const std::string input = RandomishBytes(200000) + CompressibleBytes(200000);
+  for (Codec codec : kCompressors) {
+    std::string encoded = Encode(codec, FastLevel(codec), 1, input);
+    for (size_t cut : {size_t{0}, size_t{3}, encoded.size() / 2,
+                       encoded.size() - 1}) {
+      SCOPED_TRACE(absl::StrCat(CodecName(codec), " cut at ", cut));
+      PieceSource source(absl::string_view(encoded).substr(0, cut), {5000});
+      StringSink decoded;
+      uint64_t consumed = 7;
+      absl::Status status = DecodeAllFrom(codec, &source, &decoded, &consumed);
+      EXPECT_EQ(status.code(), absl::StatusCode::kDataLoss) << status;
+      EXPECT_EQ(status.message(),
+                absl::StrCat(CodecName(codec),
+                             " stream is truncated (file ends before the "
+                             "end mark)"));
+      EXPECT_EQ(consumed, 7u);
+    }
+  }
+}
+
+TEST(DecodeAllFromTest, SourceErrorsPropagate) {
+  class FailingSource : public ByteSource {
+   public:
+    absl::StatusOr<absl::string_view> Read() override {
+      return absl::AbortedError("the file shrank");
+    }
+  } source;
+  for (Codec codec : kCodecs) {
+    StringSink decoded;
+    uint64_t consumed = 0;
+    EXPECT_EQ(DecodeAllFrom(codec, &source, &decoded, &consumed).code(),
+              absl::StatusCode::kAborted);
   }
 }
 

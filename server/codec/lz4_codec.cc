@@ -169,16 +169,54 @@ class Lz4BlockCodec : public BlockCodec {
   std::string header_;
 };
 
-// Frees a decompression context on every return path.
-class DctxGuard {
+// One LZ4 frame, decoded as its bytes arrive.
+//
+// Invariant: ctx_ is a decompression context iff init_ is not an error.
+class Lz4Decoder : public DecoderBase {
  public:
-  explicit DctxGuard(LZ4F_dctx* ctx) : ctx_(ctx) {}
-  ~DctxGuard() { LZ4F_freeDecompressionContext(ctx_); }
-  DctxGuard(const DctxGuard&) = delete;
-  DctxGuard& operator=(const DctxGuard&) = delete;
+  Lz4Decoder() { init_ = LZ4F_createDecompressionContext(&ctx_, LZ4F_VERSION); }
+  ~Lz4Decoder() override {
+    if (!LZ4F_isError(init_)) LZ4F_freeDecompressionContext(ctx_);
+  }
 
  private:
-  LZ4F_dctx* ctx_;
+  absl::Status Step(absl::string_view input, ByteSink* out, size_t* used,
+                    bool* end) override {
+    if (LZ4F_isError(init_)) {
+      return Lz4Error("LZ4F_createDecompressionContext", init_);
+    }
+    size_t pos = 0;
+    while (true) {
+      size_t dst_size = buffer_.free_size();
+      size_t src_size = input.size() - pos;
+      // Returns 0 exactly at the end of the frame, without reading past it.
+      size_t hint = LZ4F_decompress(ctx_, buffer_.free_data(), &dst_size,
+                                    input.data() + pos, &src_size, nullptr);
+      if (LZ4F_isError(hint)) {
+        return CorruptError(kName, fed_ + pos, LZ4F_getErrorName(hint));
+      }
+      buffer_.Commit(dst_size);
+      pos += src_size;
+      if (hint == 0) {
+        *used = pos;
+        *end = true;
+        return absl::OkStatus();
+      }
+      if (buffer_.full()) {
+        absl::Status status = buffer_.FlushTo(out);
+        if (!status.ok()) return status;
+      } else if (pos == input.size()) {
+        *used = pos;
+        *end = false;
+        return absl::OkStatus();
+      } else if (src_size == 0 && dst_size == 0) {
+        return absl::InternalError("lz4 decoder made no progress");
+      }
+    }
+  }
+
+  LZ4F_dctx* ctx_ = nullptr;
+  size_t init_ = 0;
 };
 
 }  // namespace
@@ -194,40 +232,8 @@ absl::StatusOr<std::unique_ptr<ByteSink>> NewLz4Encoder(int level,
                             /*history_size=*/0, out);
 }
 
-absl::Status DecodeLz4(absl::string_view input, ByteSink* out,
-                       size_t* consumed) {
-  LZ4F_dctx* ctx = nullptr;
-  size_t rc = LZ4F_createDecompressionContext(&ctx, LZ4F_VERSION);
-  if (LZ4F_isError(rc)) return Lz4Error("LZ4F_createDecompressionContext", rc);
-  DctxGuard guard(ctx);
-
-  ChunkBuffer buffer;
-  absl::string_view rest = input;
-  while (true) {
-    size_t dst_size = buffer.free_size();
-    size_t src_size = rest.size();
-    // Returns 0 exactly at the end of the frame, without reading past it.
-    size_t hint = LZ4F_decompress(ctx, buffer.free_data(), &dst_size,
-                                  rest.data(), &src_size, nullptr);
-    if (LZ4F_isError(hint)) {
-      return CorruptError(kName, input.size() - rest.size(),
-                          LZ4F_getErrorName(hint));
-    }
-    buffer.Commit(dst_size);
-    rest.remove_prefix(src_size);
-    if (hint == 0) {
-      *consumed = input.size() - rest.size();
-      return buffer.FlushTo(out);
-    }
-    if (buffer.full()) {
-      absl::Status status = buffer.FlushTo(out);
-      if (!status.ok()) return status;
-    } else if (rest.empty()) {
-      return TruncatedError(kName);
-    } else if (src_size == 0 && dst_size == 0) {
-      return absl::InternalError("lz4 decoder made no progress");
-    }
-  }
+std::unique_ptr<StreamDecoder> NewLz4Decoder() {
+  return std::make_unique<Lz4Decoder>();
 }
 
 }  // namespace codec_internal

@@ -125,16 +125,74 @@ class LzmaEncoder : public Encoder {
   ChunkBuffer buffer_;
 };
 
-// Ends a coder on every return path.
-class LzmaGuard {
+// One .lzma or .xz stream, decoded as its bytes arrive. No memory limit
+// (as Python's default) and, for xz, no LZMA_CONCATENATED: decoding stops
+// after one stream.
+//
+// Invariant: stream_ holds an initialized decoder iff init_ is LZMA_OK;
+// between Feeds it holds no pointer into the caller's input.
+class LzmaDecoder : public DecoderBase {
  public:
-  explicit LzmaGuard(lzma_stream* stream) : stream_(stream) {}
-  ~LzmaGuard() { lzma_end(stream_); }
-  LzmaGuard(const LzmaGuard&) = delete;
-  LzmaGuard& operator=(const LzmaGuard&) = delete;
+  explicit LzmaDecoder(bool xz) : xz_(xz) {
+    init_ = xz ? lzma_stream_decoder(&stream_, UINT64_MAX, 0)
+               : lzma_alone_decoder(&stream_, UINT64_MAX);
+  }
+  ~LzmaDecoder() override { lzma_end(&stream_); }
 
  private:
-  lzma_stream* stream_;
+  absl::Status Step(absl::string_view input, ByteSink* out, size_t* used,
+                    bool* end) override {
+    if (init_ != LZMA_OK) return LzmaError(xz_, "decoder init", init_);
+    if (input.empty()) {
+      // Nothing is pending (Step never returns with a full buffer), and a
+      // second call without progress would be LZMA_BUF_ERROR.
+      *used = 0;
+      *end = false;
+      return absl::OkStatus();
+    }
+    stream_.next_in = reinterpret_cast<const uint8_t*>(input.data());
+    stream_.avail_in = input.size();
+    while (true) {
+      size_t room = buffer_.free_size();
+      stream_.next_out = reinterpret_cast<uint8_t*>(buffer_.free_data());
+      stream_.avail_out = room;
+      lzma_ret rc = lzma_code(&stream_, LZMA_RUN);
+      buffer_.Commit(room - stream_.avail_out);
+      if (rc == LZMA_STREAM_END) {
+        *used = input.size() - stream_.avail_in;
+        stream_.avail_in = 0;
+        *end = true;
+        return absl::OkStatus();
+      }
+      if (rc == LZMA_OK) {
+        if (buffer_.full()) {
+          absl::Status status = buffer_.FlushTo(out);
+          if (!status.ok()) return status;
+        } else if (stream_.avail_in == 0) {
+          *used = input.size();
+          *end = false;
+          return absl::OkStatus();
+        }
+        continue;
+      }
+      switch (rc) {
+        case LZMA_BUF_ERROR:
+          // No progress with input and room available: cannot happen
+          // while input remains; report it as the stream ending early.
+          return TruncatedError(Name(xz_));
+        case LZMA_FORMAT_ERROR:
+        case LZMA_OPTIONS_ERROR:
+        case LZMA_DATA_ERROR:
+          return CorruptError(Name(xz_), stream_.total_in, LzmaRetName(rc));
+        default:
+          return LzmaError(xz_, "lzma_code", rc);
+      }
+    }
+  }
+
+  const bool xz_;
+  lzma_stream stream_ = LZMA_STREAM_INIT;
+  lzma_ret init_ = LZMA_OK;
 };
 
 }  // namespace
@@ -145,50 +203,8 @@ absl::StatusOr<std::unique_ptr<ByteSink>> NewLzmaEncoder(bool xz, int level,
   return LzmaEncoder::Create(xz, level, threads, out);
 }
 
-absl::Status DecodeLzma(bool xz, absl::string_view input, ByteSink* out,
-                        size_t* consumed) {
-  lzma_stream stream = LZMA_STREAM_INIT;
-  // No memory limit (as Python's default) and, for xz, no
-  // LZMA_CONCATENATED: decoding stops after one stream.
-  lzma_ret rc = xz ? lzma_stream_decoder(&stream, UINT64_MAX, 0)
-                   : lzma_alone_decoder(&stream, UINT64_MAX);
-  if (rc != LZMA_OK) return LzmaError(xz, "decoder init", rc);
-  LzmaGuard guard(&stream);
-
-  ChunkBuffer buffer;
-  stream.next_in = reinterpret_cast<const uint8_t*>(input.data());
-  stream.avail_in = input.size();
-  while (true) {
-    size_t room = buffer.free_size();
-    stream.next_out = reinterpret_cast<uint8_t*>(buffer.free_data());
-    stream.avail_out = room;
-    rc = lzma_code(&stream, LZMA_RUN);
-    buffer.Commit(room - stream.avail_out);
-    if (rc == LZMA_STREAM_END) {
-      *consumed = input.size() - stream.avail_in;
-      return buffer.FlushTo(out);
-    }
-    if (rc == LZMA_OK) {
-      if (buffer.full()) {
-        absl::Status status = buffer.FlushTo(out);
-        if (!status.ok()) return status;
-      } else if (stream.avail_in == 0) {
-        // All the input is present: a stream that wants more is truncated.
-        return TruncatedError(Name(xz));
-      }
-      continue;
-    }
-    switch (rc) {
-      case LZMA_BUF_ERROR:
-        return TruncatedError(Name(xz));
-      case LZMA_FORMAT_ERROR:
-      case LZMA_OPTIONS_ERROR:
-      case LZMA_DATA_ERROR:
-        return CorruptError(Name(xz), stream.total_in, LzmaRetName(rc));
-      default:
-        return LzmaError(xz, "lzma_code", rc);
-    }
-  }
+std::unique_ptr<StreamDecoder> NewLzmaDecoder(bool xz) {
+  return std::make_unique<LzmaDecoder>(xz);
 }
 
 }  // namespace codec_internal

@@ -230,16 +230,69 @@ class DeflateBlockCodec : public BlockCodec {
   uint64_t total_ = 0;
 };
 
-// Ends an inflate stream on every return path.
-class InflateGuard {
+// One zlib or gzip stream, inflated as its bytes arrive.
+//
+// Invariant: stream_ is an initialized inflate stream iff init_ is Z_OK;
+// between Feeds it holds no pointer into the caller's input (avail_in 0).
+class InflateDecoder : public DecoderBase {
  public:
-  explicit InflateGuard(z_stream* stream) : stream_(stream) {}
-  ~InflateGuard() { inflateEnd(stream_); }
-  InflateGuard(const InflateGuard&) = delete;
-  InflateGuard& operator=(const InflateGuard&) = delete;
+  explicit InflateDecoder(bool gzip) : gzip_(gzip) {
+    init_ = inflateInit2(&stream_, gzip ? kGzipWindowBits : kZlibWindowBits);
+  }
+  ~InflateDecoder() override {
+    if (init_ == Z_OK) inflateEnd(&stream_);
+  }
 
  private:
-  z_stream* stream_;
+  absl::Status Step(absl::string_view input, ByteSink* out, size_t* used,
+                    bool* end) override {
+    if (init_ != Z_OK) return ZlibError(gzip_, "inflateInit2", init_, stream_);
+    size_t given = 0;  // bytes of `input` handed to zlib so far
+    while (true) {
+      if (stream_.avail_in == 0 && given < input.size()) {
+        size_t n = std::min(input.size() - given, kMaxLibraryInput);
+        stream_.next_in =
+            reinterpret_cast<Bytef*>(const_cast<char*>(input.data() + given));
+        stream_.avail_in = static_cast<uInt>(n);
+        given += n;
+      }
+      size_t room = buffer_.free_size();
+      stream_.next_out = reinterpret_cast<Bytef*>(buffer_.free_data());
+      stream_.avail_out = static_cast<uInt>(room);
+      int rc = inflate(&stream_, Z_NO_FLUSH);
+      buffer_.Commit(room - stream_.avail_out);
+      switch (rc) {
+        case Z_STREAM_END:
+          *used = given - stream_.avail_in;
+          stream_.avail_in = 0;
+          *end = true;
+          return absl::OkStatus();
+        case Z_OK:
+        case Z_BUF_ERROR:
+          break;
+        case Z_NEED_DICT:
+          return CorruptError(Name(gzip_), stream_.total_in,
+                              "stream needs a preset dictionary");
+        case Z_DATA_ERROR:
+          return CorruptError(Name(gzip_), stream_.total_in,
+                              stream_.msg != nullptr ? stream_.msg : "bad data");
+        default:
+          return ZlibError(gzip_, "inflate", rc, stream_);
+      }
+      if (buffer_.full()) {
+        absl::Status status = buffer_.FlushTo(out);
+        if (!status.ok()) return status;
+      } else if (stream_.avail_in == 0 && given == input.size()) {
+        *used = input.size();
+        *end = false;
+        return absl::OkStatus();
+      }
+    }
+  }
+
+  const bool gzip_;
+  z_stream stream_{};
+  int init_ = Z_OK;
 };
 
 }  // namespace
@@ -255,51 +308,8 @@ absl::StatusOr<std::unique_ptr<ByteSink>> NewZlibEncoder(bool gzip, int level,
                             kWindowSize, out);
 }
 
-absl::Status DecodeZlib(bool gzip, absl::string_view input, ByteSink* out,
-                        size_t* consumed) {
-  z_stream stream{};
-  int rc = inflateInit2(&stream, gzip ? kGzipWindowBits : kZlibWindowBits);
-  if (rc != Z_OK) return ZlibError(gzip, "inflateInit2", rc, stream);
-  InflateGuard guard(&stream);
-
-  ChunkBuffer buffer;
-  absl::string_view rest = input;  // not yet handed to zlib
-  while (true) {
-    if (stream.avail_in == 0 && !rest.empty()) {
-      size_t n = std::min(rest.size(), kMaxLibraryInput);
-      stream.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(rest.data()));
-      stream.avail_in = static_cast<uInt>(n);
-      rest.remove_prefix(n);
-    }
-    size_t room = buffer.free_size();
-    stream.next_out = reinterpret_cast<Bytef*>(buffer.free_data());
-    stream.avail_out = static_cast<uInt>(room);
-    rc = inflate(&stream, Z_NO_FLUSH);
-    buffer.Commit(room - stream.avail_out);
-    switch (rc) {
-      case Z_STREAM_END: {
-        *consumed = input.size() - rest.size() - stream.avail_in;
-        return buffer.FlushTo(out);
-      }
-      case Z_OK:
-      case Z_BUF_ERROR:
-        break;
-      case Z_NEED_DICT:
-        return CorruptError(Name(gzip), stream.total_in,
-                            "stream needs a preset dictionary");
-      case Z_DATA_ERROR:
-        return CorruptError(Name(gzip), stream.total_in,
-                            stream.msg != nullptr ? stream.msg : "bad data");
-      default:
-        return ZlibError(gzip, "inflate", rc, stream);
-    }
-    if (buffer.full()) {
-      absl::Status status = buffer.FlushTo(out);
-      if (!status.ok()) return status;
-    } else if (stream.avail_in == 0 && rest.empty()) {
-      return TruncatedError(Name(gzip));
-    }
-  }
+std::unique_ptr<StreamDecoder> NewZlibDecoder(bool gzip) {
+  return std::make_unique<InflateDecoder>(gzip);
 }
 
 }  // namespace codec_internal

@@ -94,16 +94,47 @@ class ZstdEncoder : public Encoder {
   ChunkBuffer buffer_;
 };
 
-// Frees a decompression context on every return path.
-class DctxGuard {
+// One zstd frame, decoded as its bytes arrive.
+class ZstdDecoder : public DecoderBase {
  public:
-  explicit DctxGuard(ZSTD_DCtx* ctx) : ctx_(ctx) {}
-  ~DctxGuard() { ZSTD_freeDCtx(ctx_); }
-  DctxGuard(const DctxGuard&) = delete;
-  DctxGuard& operator=(const DctxGuard&) = delete;
+  ZstdDecoder() : ctx_(ZSTD_createDCtx()) {}
+  ~ZstdDecoder() override { ZSTD_freeDCtx(ctx_); }
 
  private:
-  ZSTD_DCtx* ctx_;
+  absl::Status Step(absl::string_view input, ByteSink* out, size_t* used,
+                    bool* end) override {
+    if (ctx_ == nullptr) {
+      return absl::ResourceExhaustedError("zstd ZSTD_createDCtx failed");
+    }
+    ZSTD_inBuffer in = {input.data(), input.size(), 0};
+    while (true) {
+      ZSTD_outBuffer output = {buffer_.free_data(), buffer_.free_size(), 0};
+      // Returns 0 once a frame is decoded and flushed, and stops there.
+      size_t rc = ZSTD_decompressStream(ctx_, &output, &in);
+      buffer_.Commit(output.pos);
+      if (ZSTD_isError(rc)) {
+        if (ZSTD_getErrorCode(rc) == ZSTD_error_memory_allocation) {
+          return ZstdError("ZSTD_decompressStream", rc);
+        }
+        return CorruptError(kName, fed_ + in.pos, ZSTD_getErrorName(rc));
+      }
+      if (rc == 0) {
+        *used = in.pos;
+        *end = true;
+        return absl::OkStatus();
+      }
+      if (buffer_.full()) {
+        absl::Status status = buffer_.FlushTo(out);
+        if (!status.ok()) return status;
+      } else if (in.pos == in.size) {
+        *used = in.pos;
+        *end = false;
+        return absl::OkStatus();
+      }
+    }
+  }
+
+  ZSTD_DCtx* const ctx_;
 };
 
 }  // namespace
@@ -114,38 +145,8 @@ absl::StatusOr<std::unique_ptr<ByteSink>> NewZstdEncoder(int level,
   return ZstdEncoder::Create(level, threads, out);
 }
 
-absl::Status DecodeZstd(absl::string_view input, ByteSink* out,
-                        size_t* consumed) {
-  ZSTD_DCtx* ctx = ZSTD_createDCtx();
-  if (ctx == nullptr) {
-    return absl::ResourceExhaustedError("zstd ZSTD_createDCtx failed");
-  }
-  DctxGuard guard(ctx);
-
-  ChunkBuffer buffer;
-  ZSTD_inBuffer in = {input.data(), input.size(), 0};
-  while (true) {
-    ZSTD_outBuffer output = {buffer.free_data(), buffer.free_size(), 0};
-    // Returns 0 once a frame is decoded and flushed, and stops there.
-    size_t rc = ZSTD_decompressStream(ctx, &output, &in);
-    buffer.Commit(output.pos);
-    if (ZSTD_isError(rc)) {
-      if (ZSTD_getErrorCode(rc) == ZSTD_error_memory_allocation) {
-        return ZstdError("ZSTD_decompressStream", rc);
-      }
-      return CorruptError(kName, in.pos, ZSTD_getErrorName(rc));
-    }
-    if (rc == 0) {
-      *consumed = in.pos;
-      return buffer.FlushTo(out);
-    }
-    if (buffer.full()) {
-      absl::Status status = buffer.FlushTo(out);
-      if (!status.ok()) return status;
-    } else if (in.pos == in.size) {
-      return TruncatedError(kName);
-    }
-  }
+std::unique_ptr<StreamDecoder> NewZstdDecoder() {
+  return std::make_unique<ZstdDecoder>();
 }
 
 }  // namespace codec_internal

@@ -1,8 +1,15 @@
-// BuildSegment turns one source file into a segment: it reads the file
-// (pread, never mmap: a source truncated under us must be an error, not a
-// SIGBUS), decompresses it once, indexes the joblib stream, and writes the
-// rewritten pickle and every array's bytes, 64-byte aligned, into a new,
-// preallocated segment file.
+// BuildSegment turns one source file into a segment: it reads the file in
+// pieces (pread, never mmap: a source truncated under us must be an error,
+// not a SIGBUS), decompresses it once, streaming, and writes every raw
+// array's bytes at a 64-byte aligned offset of a new segment file straight
+// from the decoder's output, then the rewritten pickle after them. The
+// decoded stream is never held in memory whole: which bytes are array data
+// is learned by probing the pickle prefix as it arrives, and the joblib
+// indexer, run at the end over the non-array bytes, has the last word (a
+// disagreement falls back to building in memory). Segment pages are written
+// in whole 2 MiB-aligned blocks, so the page cache holds them in huge-page
+// folios that clients map with one PMD each; the pages of a source that was
+// not cached are dropped behind the reader.
 #ifndef PERSISTD_SERVER_STORE_SEGMENT_BUILDER_H_
 #define PERSISTD_SERVER_STORE_SEGMENT_BUILDER_H_
 
