@@ -11,7 +11,9 @@ import lzma
 import os
 import pickle
 import signal
+import socket
 import threading
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -162,6 +164,81 @@ def test_consecutive_values_in_one_file_object(tmp_path: Path, compress: Any) ->
     target.write_bytes(buffer.getvalue())
     with open(target, "rb") as f:
         assert [load(f)["i"] for _ in range(3)] == [0, 1, 2]
+
+
+def _dumped(value: Any, compress: Any) -> bytes:
+    buffer = io.BytesIO()
+    dump(value, buffer, compress=compress)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("buffering", [-1, 0], ids=["buffered", "raw"])
+@pytest.mark.parametrize("compress", [0, 3, "gzip", "lz4", "zstd"])
+def test_socket_left_open(compress: Any, buffering: int) -> None:
+    """joblib's test_pickle_in_socket: a socket that stays open after the
+    value must load without reading to its end (it used to block forever),
+    even when the value trickles in, and consecutive values load in turn
+    (bytes read past one value are the start of the next)."""
+    values = [{"i": i, "a": np.arange(300_000.0) + i} for i in range(3)]
+    payload = b"".join(_dumped(value, compress) for value in values)
+    sender, receiver = socket.socketpair()
+    receiver.settimeout(30)  # a regression fails instead of hanging
+
+    def trickle() -> None:
+        try:
+            for start in range(0, len(payload), 200_000):
+                sender.sendall(payload[start : start + 200_000])
+                time.sleep(0.01)
+        except OSError:
+            pass  # the receiver failed and closed its end
+
+    thread = threading.Thread(target=trickle)
+    thread.start()
+    try:
+        with receiver.makefile("rb", buffering=buffering) as stream:
+            for value in values:
+                loaded = load(stream)
+                assert loaded["i"] == value["i"]
+                np.testing.assert_array_equal(loaded["a"], value["a"])
+    finally:
+        receiver.close()
+        thread.join()
+        sender.close()
+
+
+def test_file_object_named_by_descriptor(tmp_path: Path) -> None:
+    """Objects whose ``name`` is an int (``open(fd)``, a socket's makefile)."""
+    target = tmp_path / "v.pkl"
+    dump(np.arange(4), target, compress=3)
+    with open(os.open(target, os.O_RDONLY), "rb") as f:
+        assert isinstance(f.name, int)
+        with pytest.warns(UserWarning, match="compressed file %d" % f.name):
+            np.testing.assert_array_equal(load(f, mmap_mode="r"), np.arange(4))
+
+
+def test_pipe_with_values_back_to_back() -> None:
+    values = [{"i": i, "a": np.arange(1000.0) * i} for i in range(3)]
+    payload = b"".join(_dumped(value, 3 if i % 2 else 0) for i, value in enumerate(values))
+    read_fd, write_fd = os.pipe()
+    writer = threading.Thread(target=lambda: (os.write(write_fd, payload), os.close(write_fd)))
+    writer.start()
+    with open(read_fd, "rb") as stream:
+        loaded = [load(stream) for _ in values]
+        assert stream.read() == b""
+    writer.join()
+    for got, value in zip(loaded, values):
+        np.testing.assert_array_equal(got["a"], value["a"])
+
+
+def test_socket_truncated_value_raises_at_eof() -> None:
+    payload = _dumped({"a": np.arange(10_000.0)}, 0)
+    sender, receiver = socket.socketpair()
+    receiver.settimeout(30)
+    sender.sendall(payload[: len(payload) // 2])
+    sender.close()
+    with receiver.makefile("rb") as stream, pytest.raises(ValueError, match="truncated"):
+        load(stream)
+    receiver.close()
 
 
 def test_file_object_mmap_warnings(tmp_path: Path) -> None:

@@ -20,8 +20,10 @@ import io
 import operator
 import os
 import pickle
+import select
 import shutil
 import stat
+import weakref
 from typing import Any, BinaryIO
 
 from persistd import transport
@@ -39,6 +41,11 @@ _MMAP_MODE_ALIASES = {
     "write": "w+",
 }
 _COPY_CHUNK = 1 << 20
+#: How long a stream that trickles in may pause before it is tried again.
+_STREAM_WAIT_S = 0.1
+#: Bytes read past a value from a file object that cannot seek back (a
+#: socket): the next ``load`` of that object starts with them.
+_unread: weakref.WeakKeyDictionary[Any, bytes] = weakref.WeakKeyDictionary()
 
 
 def dump(value: Any, filename: Any, compress: Any = 0, protocol: int | None = None) -> str | None:
@@ -226,13 +233,18 @@ def _load_path(filename: str, user_mode: str | None, mode: str | None, ensure: b
 def _load_fileobj(fileobj: Any, user_mode: str | None, ensure: bool) -> Any:
     """File objects are copied into a staging file; mmap_mode is dropped with
     joblib's warnings, and a seekable object is left just after the value."""
-    name = getattr(fileobj, "name", "")
+    name = _object_name(fileobj)
     start = _start_position(fileobj)
-    staging_id, length = _stage_fileobj(fileobj, start)
-    try:
-        reply, session_id = transport.load(staging_id=staging_id, staging_length=length)
-    finally:
-        transport.drop_staging(staging_id)
+    size = _remaining(fileobj, start)
+    if size is None:
+        rewindable = start is not None and _seekable(fileobj)
+        reply, session_id, length = _load_stream(fileobj, rewindable)
+    else:
+        staging_id, length = _stage_fileobj(fileobj, start, size)
+        try:
+            reply, session_id = transport.load(staging_id=staging_id, staging_length=length)
+        finally:
+            transport.drop_staging(staging_id)
     if start is not None and _seekable(fileobj):
         fileobj.seek(start + length - int(reply.trailing_bytes))
 
@@ -262,7 +274,7 @@ def _load_fileobj(fileobj: Any, user_mode: str | None, ensure: bool) -> Any:
         mmap_mode=None,
         ensure_native=ensure,
         source_path=None,
-        filename=name if isinstance(name, str) else os.fsdecode(name),
+        filename=name,
         dirname="",  # joblib resolves companions of file objects from the cwd
     )
     return _finish(loader, loader.filename)
@@ -273,6 +285,17 @@ def _finish(loader: Loader, filename: str) -> Any:
     if loader.compat_mode:
         warn(legacy_message(filename), DeprecationWarning)
     return value
+
+
+def _object_name(fileobj: Any) -> str:
+    """joblib's ``getattr(fobj, "name", "")``, as text: the name of a file
+    opened from a descriptor or of a socket's ``makefile`` is an int."""
+    name = getattr(fileobj, "name", "")
+    if isinstance(name, str):
+        return name
+    if isinstance(name, (bytes, os.PathLike)):
+        return os.fsdecode(name)
+    return str(name)
 
 
 def _start_position(fileobj: Any) -> int | None:
@@ -311,26 +334,9 @@ def _is_raw_file(fileobj: Any) -> bool:
     return isinstance(getattr(fileobj, "raw", fileobj), io.FileIO)
 
 
-def _stage_fileobj(fileobj: Any, start: int | None) -> tuple[str, int]:
-    """Copy the object's remaining bytes into a new staging file.
-
-    Regular files and BytesIO know their remaining size, so they are copied
-    straight into a staging file of that size; any other object (GzipFile,
-    sockets...) is read to its end first, since staging needs a size up front.
-    """
-    size = _remaining(fileobj, start)
-    if size is None:
-        data = _read_all(fileobj)
-        if not data:
-            raise EOFError("Ran out of input")
-        staging_id, path = transport.create_staging(len(data))
-        try:
-            with open(path, "r+b") as out:
-                out.write(data)
-        except BaseException:
-            transport.drop_staging(staging_id)
-            raise
-        return staging_id, len(data)
+def _stage_fileobj(fileobj: Any, start: int | None, size: int) -> tuple[str, int]:
+    """Copy the object's remaining ``size`` bytes (a regular file or a
+    BytesIO: the size is known) straight into a new staging file."""
     if size == 0:
         raise EOFError("Ran out of input")
     assert start is not None  # a known size implies a known position
@@ -353,7 +359,145 @@ def _stage_fileobj(fileobj: Any, start: int | None) -> tuple[str, int]:
     return staging_id, copied
 
 
+def _load_stream(fileobj: Any, rewindable: bool) -> tuple[Any, str, int]:
+    """Load from an object of unknown size (a socket's ``makefile``, a pipe,
+    a GzipFile...): ``(reply, session_id, bytes staged)``.
+
+    joblib's unpickler reads only as far as the value goes, so a socket that
+    stays open after one value loads fine (its test_pickle_in_socket); reading
+    to the end of such a stream would block forever. So the bytes are read as
+    they come, and whenever the source has nothing more ready, the daemon is
+    asked to load what arrived; a ValueError (truncated, or too short to
+    tell) means "read on", and at the end of the stream the last error
+    stands. Attempts cost O(size), so while data keeps trickling in they are
+    spaced until the size has doubled.
+
+    Bytes read past the value: a ``rewindable`` object is sought back by the
+    caller; from any other the last peeked chunk is consumed only up to the
+    value's end, and what was already read beyond it is kept in ``_unread``
+    for the next ``load`` of the same object (values sent back to back).
+    """
+    data = bytearray(_take_unread(fileobj))
+    leftover = bool(data)  # may hold a whole value: try it before reading
+    tried = 0  # how many bytes the last attempt had
+    error: ValueError | None = None
+    peek = getattr(fileobj, "peek", None)
+    chunk = b""  # peeked, not consumed yet
+    while True:
+        total = len(data) + len(chunk)
+        if total > tried and (leftover or _paused(fileobj, total, tried)):
+            tried = total
+            try:
+                reply, session_id = _load_bytes(data, chunk)
+            except ValueError as exc:
+                error = exc
+            else:
+                excess = int(reply.trailing_bytes) - len(chunk)
+                if excess <= 0:
+                    _consume(fileobj, -excess)
+                elif not rewindable:
+                    _keep_unread(fileobj, bytes(data[len(data) - excess :]))
+                return reply, session_id, total
+        leftover = False
+        if chunk:
+            _consume(fileobj, len(chunk))
+            data += chunk
+            chunk = b""
+        if peek is not None:
+            chunk = bytes(peek(_COPY_CHUNK))
+            more = bool(chunk)
+        else:
+            got = _read_some(fileobj)
+            data += got
+            more = bool(got)
+        if not more:
+            break
+    if not data:
+        raise EOFError("Ran out of input")
+    if error is not None and tried == len(data):
+        raise error
+    reply, session_id = _load_bytes(data, b"")
+    excess = int(reply.trailing_bytes)
+    if excess and not rewindable:
+        _keep_unread(fileobj, bytes(data[len(data) - excess :]))
+    return reply, session_id, len(data)
+
+
+def _load_bytes(data: bytearray, tail: bytes) -> tuple[Any, str]:
+    """One ``Load`` of ``data + tail`` through a staging file of that size."""
+    length = len(data) + len(tail)
+    staging_id, path = transport.create_staging(length)
+    try:
+        with open(path, "r+b") as out:
+            out.write(data)
+            out.write(tail)
+        return transport.load(staging_id=staging_id, staging_length=length)
+    finally:
+        transport.drop_staging(staging_id)
+
+
+def _read_some(fileobj: Any) -> bytes:
+    """Whatever is available, blocking only while nothing is: ``read1`` for
+    buffered objects, a plain ``read`` for raw ones (it returns what the
+    source has)."""
+    read1 = getattr(fileobj, "read1", None)
+    if read1 is not None:
+        return bytes(read1(_COPY_CHUNK))
+    return bytes(fileobj.read(_COPY_CHUNK) or b"")
+
+
+def _consume(fileobj: Any, count: int) -> None:
+    """Advance past ``count`` peeked bytes."""
+    while count > 0:
+        got = fileobj.read(count)
+        if not got:
+            break
+        count -= len(got)
+
+
+def _take_unread(fileobj: Any) -> bytes:
+    try:
+        return _unread.pop(fileobj, b"")
+    except TypeError:  # not weak-referenceable: nothing can have been kept
+        return b""
+
+
+def _keep_unread(fileobj: Any, excess: bytes) -> None:
+    try:
+        _unread[fileobj] = excess
+    except TypeError:
+        warn(
+            "persistd: %d bytes read after the value from %r cannot be given back "
+            "(it can neither seek nor be weakly referenced)" % (len(excess), fileobj)
+        )
+
+
+def _paused(fileobj: Any, total: int, tried: int) -> bool:
+    """Time to try a load: the source has nothing more ready and either the
+    data doubled since the last attempt or nothing came for a while."""
+    if _more_ready(fileobj, 0.0):
+        return False
+    return total >= 2 * tried or not _more_ready(fileobj, _STREAM_WAIT_S)
+
+
+def _more_ready(fileobj: Any, timeout: float) -> bool:
+    """Whether the object's file descriptor has data within ``timeout``. An
+    object without one (or a regular file) counts as ready: it is read on to
+    its end, which cannot block forever."""
+    try:
+        fd = fileobj.fileno()
+        if hasattr(select, "poll"):  # select() refuses fds >= FD_SETSIZE
+            poller = select.poll()
+            poller.register(fd, select.POLLIN)
+            return bool(poller.poll(int(timeout * 1000)))
+        readable, _, _ = select.select([fd], [], [], timeout)
+    except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+        return True
+    return bool(readable)
+
+
 def _remaining(fileobj: Any, start: int | None) -> int | None:
+    """Bytes left in a regular file or a BytesIO; None for anything else."""
     if start is None:
         return None
     if isinstance(fileobj, io.BytesIO):
@@ -379,13 +523,3 @@ def _copy_exactly(source: BinaryIO, out: BinaryIO, size: int) -> int:
         out.write(chunk)
         copied += len(chunk)
     return copied
-
-
-def _read_all(fileobj: Any) -> bytes:
-    chunks = []
-    while True:
-        chunk = fileobj.read(_COPY_CHUNK)
-        if not chunk:
-            break
-        chunks.append(chunk)
-    return b"".join(chunks)
