@@ -45,6 +45,21 @@ absl::Status GrowableBuffer::Append(absl::string_view data) {
   return absl::OkStatus();
 }
 
+absl::Status GrowableBuffer::WriteAt(size_t offset, absl::string_view data) {
+  absl::Status status = Reserve(offset + data.size());
+  if (!status.ok()) return status;
+  if (!data.empty()) memcpy(data_ + offset, data.data(), data.size());
+  size_ = std::max(size_, offset + data.size());
+  return absl::OkStatus();
+}
+
+void GrowableBuffer::Release(size_t begin, size_t end) {
+  const size_t page = 4096;
+  begin = (begin + page - 1) / page * page;
+  end = std::min(end, capacity_) / page * page;
+  if (end > begin) ::madvise(data_ + begin, end - begin, MADV_DONTNEED);
+}
+
 absl::StatusOr<char*> GrowableBuffer::TailForWrite(size_t min_size) {
   absl::Status status = Reserve(size_ + min_size);
   if (!status.ok()) return status;

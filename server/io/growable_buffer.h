@@ -36,7 +36,18 @@ class GrowableBuffer : public ByteSink {
   absl::StatusOr<char*> TailForWrite(size_t min_size);
   void Commit(size_t n) { size_ += n; }
 
+  // Writes `data` at `offset`, growing the buffer as needed; bytes never
+  // written read as zeros (and cost no memory until touched).
+  absl::Status WriteAt(size_t offset, absl::string_view data);
+
+  // Gives back the whole pages inside [begin, end): they read as zeros.
+  void Release(size_t begin, size_t end);
+
   absl::string_view view() const { return absl::string_view(data_, size_); }
+  // REQUIRES: Reserve(offset + size) succeeded.
+  absl::string_view view(size_t offset, size_t size) const {
+    return size == 0 ? absl::string_view() : absl::string_view(data_ + offset, size);
+  }
   size_t size() const { return size_; }
 
  private:

@@ -276,62 +276,6 @@ class SegmentWriter {
   uint64_t allocated_ = 0;
 };
 
-// Bytes at arbitrary offsets of a large virtual range (a private anonymous
-// mapping, grown with mremap): only the pages written to cost memory, and
-// unwritten ones read as zeros.
-//
-// Invariant: data_ is nullptr with capacity_ == 0, or a mapping of
-// capacity_ bytes.
-class SparseBuffer {
- public:
-  SparseBuffer() = default;
-  ~SparseBuffer() {
-    if (data_ != nullptr) ::munmap(data_, capacity_);
-  }
-  SparseBuffer(const SparseBuffer&) = delete;
-  SparseBuffer& operator=(const SparseBuffer&) = delete;
-
-  absl::Status Reserve(uint64_t size) {
-    if (size <= capacity_) return absl::OkStatus();
-    uint64_t target = AlignUp(std::max(size, capacity_ * 2), uint64_t{2} << 20);
-    void* p = data_ == nullptr
-                  ? ::mmap(nullptr, target, PROT_READ | PROT_WRITE,
-                           MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)
-                  : ::mremap(data_, capacity_, target, MREMAP_MAYMOVE);
-    if (p == MAP_FAILED) {
-      return absl::ResourceExhaustedError(absl::StrCat(
-          "cannot reserve ", target, " bytes of memory: ", strerror(errno)));
-    }
-    data_ = static_cast<char*>(p);
-    capacity_ = target;
-    return absl::OkStatus();
-  }
-
-  absl::Status Write(uint64_t offset, absl::string_view data) {
-    absl::Status status = Reserve(offset + data.size());
-    if (!status.ok()) return status;
-    if (!data.empty()) memcpy(data_ + offset, data.data(), data.size());
-    return absl::OkStatus();
-  }
-
-  // Gives back the whole pages inside [begin, end): they read as zeros.
-  void Release(uint64_t begin, uint64_t end) {
-    const uint64_t page = 4096;
-    begin = AlignUp(begin, page);
-    end = std::min(end, capacity_) / page * page;
-    if (end > begin) ::madvise(data_ + begin, end - begin, MADV_DONTNEED);
-  }
-
-  // REQUIRES: Reserve(offset + size) succeeded.
-  absl::string_view view(uint64_t offset, uint64_t size) const {
-    return size == 0 ? absl::string_view()
-                     : absl::string_view(data_ + offset, size);
-  }
-
- private:
-  char* data_ = nullptr;
-  uint64_t capacity_ = 0;
-};
 
 // What a probe of a stream prefix found.
 struct Probe {
@@ -503,7 +447,7 @@ class LayoutSink : public ByteSink {
         n = static_cast<size_t>(std::min<uint64_t>(n, frontier_ - x));
         status = writer_->WriteAt(x + a.shift, data.substr(0, n));
       } else if (!stopped_) {
-        status = stream_.Write(x, data);
+        status = stream_.WriteAt(x, data);
         unknown_ += n;
       }  // else: after the STOP, not part of the value
       if (!status.ok()) return status;
@@ -569,7 +513,7 @@ class LayoutSink : public ByteSink {
   }
 
   SegmentWriter* const writer_;
-  SparseBuffer stream_;
+  GrowableBuffer stream_;  // the decoded stream, sparse: consumed pages are released
   std::vector<Array> arrays_;
   uint64_t received_ = 0;
   uint64_t frontier_ = 0;
