@@ -7,6 +7,7 @@
 
 #include "gtest/gtest.h"
 #include "server/format/format_test_util.h"
+#include "server/format/scanner_vectors.h"
 #include "server/format/pickle_opcodes.h"
 
 namespace persistd {
@@ -15,24 +16,11 @@ namespace {
 using testing_util::L;
 using testing_util::ScanAll;
 
-constexpr int64_t kNoInt = INT64_MIN;
-constexpr int64_t kNoSize = -1;
-
-struct ExpectedOp {
-  uint8_t code;
-  uint64_t offset;
-  uint64_t length;
-  int64_t int_arg;  // kNoInt: pickletools' argument is not an int64
-  int64_t size;     // payload size of string/bytes opcodes, or kNoSize
-};
-
-struct ScannerVector {
-  absl::string_view data;
-  const ExpectedOp* ops;
-  size_t count;
-};
-
-#include "server/format/testdata/scanner_vectors.inc"
+using testing_util::ExpectedOp;
+using testing_util::kNoInt;
+using testing_util::kNoSize;
+using testing_util::ScannerVector;
+using testing_util::kScannerVectors;
 
 bool IsIntOpcode(uint8_t code) {
   switch (code) {

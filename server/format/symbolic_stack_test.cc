@@ -6,6 +6,7 @@
 
 #include "gtest/gtest.h"
 #include "server/format/format_test_util.h"
+#include "server/format/scanner_vectors.h"
 #include "server/format/pickle_scanner.h"
 
 namespace persistd {
@@ -13,21 +14,11 @@ namespace {
 
 using testing_util::L;
 
-constexpr int64_t kNoInt = INT64_MIN;
-constexpr int64_t kNoSize = -1;
-struct ExpectedOp {
-  uint8_t code;
-  uint64_t offset;
-  uint64_t length;
-  int64_t int_arg;
-  int64_t size;
-};
-struct ScannerVector {
-  absl::string_view data;
-  const ExpectedOp* ops;
-  size_t count;
-};
-#include "server/format/testdata/scanner_vectors.inc"
+using testing_util::ExpectedOp;
+using testing_util::kNoInt;
+using testing_util::kNoSize;
+using testing_util::ScannerVector;
+using testing_util::kScannerVectors;
 
 // Applies the whole pickle opcode by opcode; returns the first error.
 absl::Status ApplyAll(absl::string_view pickle, std::vector<uint64_t>* events) {
