@@ -50,6 +50,7 @@ bool ParseBytes(absl::string_view text, uint64_t* out) {
 std::string DaemonUsage() {
   return absl::StrCat(
       "usage: persistd [--store DIR] [--socket PATH] [--cache-bytes N] [--threads N]\n"
+      "                [--fsync | --no-fsync]\n"
       "\n"
       "persistd serves joblib-compatible dump/load to local clients over gRPC on a\n"
       "Unix socket. It does all compression and decompression, writes files\n"
@@ -57,17 +58,23 @@ std::string DaemonUsage() {
       "N processes loading the same compressed file share one decompressed copy.\n"
       "\n"
       "options:\n"
-      "  --store DIR        daemon state: staging files and cached segments\n"
+      "  --store DIR        daemon state: cached segments\n"
       "                     (default: $PERSISTD_STORE, else $XDG_DATA_HOME/persistd,\n"
       "                     else ~/.local/share/persistd; now: ", DefaultStoreDir(), ")\n"
       "  --socket PATH      Unix socket to serve, created with mode 0600 in a 0700\n"
-      "                     directory if the directory is missing (default:\n"
+      "                     directory if the directory is missing; descriptors\n"
+      "                     travel on PATH.fds beside it (default:\n"
       "                     $PERSISTD_SOCKET, else $XDG_RUNTIME_DIR/persistd.sock,\n"
       "                     else /tmp/persistd-$UID/persistd.sock; now: ", DefaultSocketPath(), ")\n"
       "  --cache-bytes N    budget for cached segments; unused ones are evicted\n"
       "                     least-recently-used first (suffixes K, M, G, T;\n"
       "                     default: $PERSISTD_CACHE_BYTES, else 1/4 of RAM)\n"
       "  --threads N        compression threads per dump (default: CPUs online)\n"
+      "  --fsync            clients fsync each dumped file before publishing it and\n"
+      "                     its directory after, so a published file survives a\n"
+      "                     power loss; --no-fsync: only atomic against crashes of\n"
+      "                     processes (default: $PERSISTD_FSYNC=1/0, else off, as\n"
+      "                     joblib, LevelDB and RocksDB default)\n"
       "  --help             show this text\n"
       "  --version          print the version\n"
       "\n"
@@ -84,6 +91,8 @@ absl::StatusOr<DaemonOptions> ParseDaemonOptions(
   options.cache_bytes = DefaultCacheBytes();
   long cpus = ::sysconf(_SC_NPROCESSORS_ONLN);
   options.codec_threads = cpus > 0 ? static_cast<int>(cpus) : 1;
+  const char* fsync_env = ::getenv("PERSISTD_FSYNC");
+  options.fsync = fsync_env != nullptr && std::string(fsync_env) == "1";
 
   for (size_t i = 0; i < args.size(); ++i) {
     std::string flag = args[i];
@@ -106,6 +115,10 @@ absl::StatusOr<DaemonOptions> ParseDaemonOptions(
       options.help = true;
     } else if (flag == "--version") {
       options.version = true;
+    } else if (flag == "--fsync" && !has_value) {
+      options.fsync = true;
+    } else if (flag == "--no-fsync" && !has_value) {
+      options.fsync = false;
     } else if (flag == "--store") {
       absl::StatusOr<std::string> v = take();
       if (!v.ok()) return v.status();

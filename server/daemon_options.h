@@ -17,6 +17,7 @@ struct DaemonOptions {
   std::string socket_path;
   uint64_t cache_bytes = 0;
   int codec_threads = 1;
+  bool fsync = false;
   bool help = false;
   bool version = false;
 };
@@ -28,6 +29,7 @@ struct DaemonOptions {
 //             /tmp/persistd-$UID/persistd.sock
 //   --cache-bytes  $PERSISTD_CACHE_BYTES, else a quarter of physical memory
 //   --threads  the number of online CPUs
+//   --fsync / --no-fsync  $PERSISTD_FSYNC=1/0, else off
 absl::StatusOr<DaemonOptions> ParseDaemonOptions(
     const std::vector<std::string>& args);
 

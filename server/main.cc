@@ -23,10 +23,11 @@
 #include "server/io/atomic_file.h"
 #include "server/io/errno_status.h"
 #include "server/io/scoped_fd.h"
+#include "server/io/unix_socket.h"
+#include "server/service/descriptor_inbox.h"
 #include "server/service/listener.h"
 #include "server/service/persistd_service.h"
 #include "server/store/segment_cache.h"
-#include "server/store/staging_area.h"
 
 namespace persistd {
 namespace {
@@ -80,12 +81,15 @@ int Run(const DaemonOptions& options) {
   signal(SIGPIPE, SIG_IGN);
 
   for (const std::string& dir :
-       {store, store + "/staging", store + "/segments"}) {
+       {store, store + "/segments", DirName(socket_path)}) {
     absl::Status status = MakeDirs(dir, 0700);
+    // Anyone who can write where our socket or segments live could swap
+    // them for their own: refuse such directories.
+    if (status.ok()) status = CheckPrivateDirectory(dir);
     if (!status.ok()) return Fail(status);
   }
-  absl::Status status = MakeDirs(DirName(socket_path), 0700);
-  if (!status.ok()) return Fail(status);
+  // Staging files of older versions: descriptors replaced them.
+  ::rmdir((store + "/staging").c_str());
 
   // One daemon per store: the staging and segment directories are ours.
   std::string lock_path = store + "/persistd.lock";
@@ -99,11 +103,14 @@ int Run(const DaemonOptions& options) {
 
   absl::StatusOr<std::unique_ptr<Listener>> listener = Listener::Bind(socket_path);
   if (!listener.ok()) return Fail(listener.status());
+  absl::StatusOr<std::unique_ptr<DescriptorInbox>> inbox =
+      DescriptorInbox::Bind(socket_path + ".fds");
+  if (!inbox.ok()) return Fail(inbox.status());
 
-  StagingArea staging(store + "/staging");
   SegmentCache cache(store + "/segments", options.cache_bytes);
-  ServiceInfo info{kPersistdVersion, store, socket_path, options.codec_threads};
-  PersistdService service(info, &staging, &cache);
+  ServiceInfo info{kPersistdVersion, store, socket_path, options.codec_threads,
+                   options.fsync};
+  PersistdService service(info, inbox->get(), &cache);
 
   grpc::ServerBuilder builder;
   builder.RegisterService(&service);
@@ -114,19 +121,22 @@ int Run(const DaemonOptions& options) {
   if (server == nullptr) {
     return Fail(absl::InternalError("could not start the gRPC server"));
   }
+  (*inbox)->Start();
   (*listener)->Start(server.get());
   fprintf(stderr,
           "persistd %s: serving %s (store %s, cache budget %llu bytes, %d codec "
-          "threads, pid %d)\n",
+          "threads, fsync %s, pid %d)\n",
           kPersistdVersion, socket_path.c_str(), store.c_str(),
           static_cast<unsigned long long>(options.cache_bytes),
-          options.codec_threads, static_cast<int>(::getpid()));
+          options.codec_threads, options.fsync ? "on" : "off",
+          static_cast<int>(::getpid()));
 
   int signal_number = 0;
   sigwait(&stop_signals, &signal_number);
   fprintf(stderr, "persistd: %s received, shutting down\n",
           strsignal(signal_number));
   (*listener)->Stop();
+  (*inbox)->Stop();
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
   listener->reset();  // unlinks the socket
   fprintf(stderr, "persistd: stopped\n");

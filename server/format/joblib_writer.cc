@@ -65,6 +65,14 @@ class FramedOutput {
     return out_->Append(bytes);
   }
 
+  // Ends the current frame, then leaves `size` bytes for the caller.
+  absl::Status AddHole(uint64_t size) {
+    absl::Status status = Commit();
+    if (!status.ok() || size == 0) return status;
+    written_ += size;
+    return out_->Skip(size);
+  }
+
   // Ends the current frame: a FRAME header if it has >= 4 bytes, then it.
   absl::Status Commit() {
     if (pending_ == 0) return absl::OkStatus();
@@ -200,10 +208,10 @@ absl::Status PrepareArray(size_t k, const DumpArraySpec& spec, int protocol,
     return absl::OkStatus();
   }
   if (layout.object) return Invalid(k, "raw data given for an object dtype");
-  if (layout.too_large || layout.nbytes != spec.data.size()) {
+  if (layout.too_large || layout.nbytes != spec.data_size()) {
     return Invalid(k, absl::StrFormat(
                           "%d data bytes, but shape and dtype need %s",
-                          spec.data.size(),
+                          spec.data_size(),
                           layout.too_large ? "more than 2**64"
                                            : absl::StrCat(layout.nbytes)));
   }
@@ -325,7 +333,7 @@ absl::Status PlanSkeleton(absl::string_view skeleton, size_t array_count,
 
 absl::StatusOr<uint64_t> WriteJoblibStream(
     absl::string_view skeleton, const std::vector<DumpArraySpec>& arrays,
-    ByteSink* out) {
+    ByteSink* out, std::vector<uint64_t>* external_offsets) {
   int protocol = 0;
   std::vector<Piece> plan;
   std::vector<bool> referenced(arrays.size(), false);
@@ -362,8 +370,8 @@ absl::StatusOr<uint64_t> WriteJoblibStream(
         // joblib's reader takes the data from right after BUILD, so the
         // frame ends there.
         if (status.ok()) status = output.Commit();
-        if (status.ok() && spec.kind == DumpArraySpec::Kind::kRaw &&
-            array.layout.padded) {
+        const bool raw = spec.kind != DumpArraySpec::Kind::kObjectStream;
+        if (status.ok() && raw && array.layout.padded) {
           const uint64_t align = array.layout.alignment;
           const uint64_t pad = align - (output.position() + 1) % align;
           char padding[256];
@@ -371,7 +379,22 @@ absl::StatusOr<uint64_t> WriteJoblibStream(
           std::memset(padding + 1, 0xff, pad);
           status = output.AddBare(absl::string_view(padding, pad + 1));
         }
-        if (status.ok()) status = output.AddBare(spec.data);
+        if (!status.ok()) break;
+        if (spec.kind == DumpArraySpec::Kind::kExternal) {
+          status = output.Commit();
+          if (!status.ok()) break;
+          if (external_offsets == nullptr) {
+            return Invalid(piece.array, "external data but nowhere to report its offset");
+          }
+          external_offsets->resize(arrays.size(), 0);
+          if ((*external_offsets)[piece.array] != 0) {
+            return Invalid(piece.array, "external data referred to twice");
+          }
+          (*external_offsets)[piece.array] = output.position();
+          status = output.AddHole(spec.external_size);
+        } else {
+          status = output.AddBare(spec.data);
+        }
         break;
       }
     }

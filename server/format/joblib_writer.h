@@ -39,10 +39,17 @@
 namespace persistd {
 
 struct DumpArraySpec {
-  enum class Kind { kRaw, kObjectStream };
+  // kExternal: raw bytes the caller writes itself into the hole the writer
+  // leaves for them (out->Skip), so they are copied once, by their owner.
+  enum class Kind { kRaw, kObjectStream, kExternal };
   Kind kind;
   absl::string_view state_pickle;  // complete pickle of the wrapper state dict
   absl::string_view data;          // raw bytes, or a complete nested pickle
+  uint64_t external_size = 0;      // kExternal: the length of the hole
+
+  uint64_t data_size() const {
+    return kind == Kind::kExternal ? external_size : data.size();
+  }
 };
 
 // Writes the joblib stream for `skeleton` with `arrays` spliced in to `out`
@@ -58,9 +65,13 @@ struct DumpArraySpec {
 // state's shape and dtype (kRaw) or that is not one complete pickle
 // (kObjectStream). Errors from `out` are returned as they are; the stream
 // is then incomplete.
+// `external_offsets` (may be null when there are no kExternal arrays) is
+// resized to arrays.size() and receives, at each kExternal array's index,
+// the stream offset of its hole (never 0: the PROTO opcode comes first).
+// A kExternal array referred to twice is InvalidArgument.
 absl::StatusOr<uint64_t> WriteJoblibStream(
     absl::string_view skeleton, const std::vector<DumpArraySpec>& arrays,
-    ByteSink* out);
+    ByteSink* out, std::vector<uint64_t>* external_offsets = nullptr);
 
 }  // namespace persistd
 

@@ -1,6 +1,7 @@
 #include "server/io/byte_sink.h"
 
 #include <errno.h>
+#include <sys/types.h>
 #include <unistd.h>
 
 #include <utility>
@@ -26,7 +27,22 @@ absl::Status FdSink::Append(absl::string_view data) {
   return absl::OkStatus();
 }
 
+absl::Status ByteSink::Skip(uint64_t) {
+  return absl::FailedPreconditionError(
+      "this sink cannot leave holes (only an uncompressed file can)");
+}
+
 absl::Status FdSink::Finish() { return Flush(); }
+
+absl::Status FdSink::Skip(uint64_t size) {
+  absl::Status status = Flush();
+  if (!status.ok()) return status;
+  if (::lseek(fd_, static_cast<off_t>(size), SEEK_CUR) < 0) {
+    return ErrnoStatus("seek", path_, errno);
+  }
+  bytes_written_ += size;
+  return absl::OkStatus();
+}
 
 absl::Status FdSink::Flush() {
   absl::Status status = WriteAll(buffer_.data(), buffer_.size());

@@ -26,6 +26,11 @@ class ByteSink {
   // Flushes whatever the sink buffers and ends the stream (an encoder
   // writes its trailer). Appending after Finish is an error.
   virtual absl::Status Finish() = 0;
+
+  // Leaves `size` bytes for someone else to write (a hole in a file).
+  // Only a sink that writes a file at known offsets can; the default
+  // refuses.
+  virtual absl::Status Skip(uint64_t size);
 };
 
 // Collects everything in memory; for tests and small streams.
@@ -54,7 +59,10 @@ class FdSink : public ByteSink {
 
   absl::Status Append(absl::string_view data) override;
   absl::Status Finish() override;
+  // Moves the file offset past `size` bytes (lseek), leaving a hole.
+  absl::Status Skip(uint64_t size) override;
 
+  // Bytes written or skipped: the file offset relative to the start.
   uint64_t bytes_written() const { return bytes_written_; }
 
  private:

@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -12,6 +13,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "server/io/errno_status.h"
+#include "server/io/byte_sink.h"
+#include "server/io/mapped_region.h"
 #include "server/io/scoped_fd.h"
 #include "server/store/dump_writer.h"
 #include "server/store/segment_builder.h"
@@ -28,6 +31,59 @@ grpc::Status ToGrpc(const absl::Status& status) {
 
 grpc::Status Invalid(const std::string& message) {
   return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, message);
+}
+
+// How long a call waits for the descriptors its client sent just before it.
+constexpr absl::Duration kFdWait = absl::Seconds(5);
+// Results of inline sources up to this size come back in the reply.
+constexpr uint64_t kInlineReplyBytes = 1 << 20;
+
+SourceVersion VersionOf(const struct stat& st, bool raw, const std::string& path) {
+  SourceVersion version;
+  version.path = path;
+  version.raw = raw;
+  version.dev = st.st_dev;
+  version.ino = st.st_ino;
+  version.size = st.st_size;
+  version.mtime_ns = st.st_mtim.tv_sec * 1000000000LL + st.st_mtim.tv_nsec;
+  version.ctime_ns = st.st_ctim.tv_sec * 1000000000LL + st.st_ctim.tv_nsec;
+  return version;
+}
+
+// Maps a payload the client sealed: without F_SEAL_SHRINK it could
+// truncate the file under our mapping and kill the daemon with SIGBUS.
+absl::StatusOr<MappedRegion> MapSealed(int fd, const std::string& name) {
+  const int seals = ::fcntl(fd, F_GET_SEALS);
+  if (seals < 0 || (seals & (F_SEAL_SHRINK | F_SEAL_SEAL)) !=
+                       (F_SEAL_SHRINK | F_SEAL_SEAL)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the payload descriptor for ", name,
+        " must be a memfd sealed with F_SEAL_SHRINK and F_SEAL_SEAL"));
+  }
+  struct stat st;
+  if (::fstat(fd, &st) != 0) return ErrnoStatus("stat payload of", name, errno);
+  return MappedRegion::MapReadOnly(fd, static_cast<size_t>(st.st_size), name);
+}
+
+// An unnamed in-memory file holding `bytes`, read from offset 0.
+absl::StatusOr<ScopedFd> MemoryFile(const char* label, absl::string_view bytes) {
+  ScopedFd fd(::memfd_create(label, MFD_CLOEXEC));
+  if (!fd.valid()) return ErrnoStatus("memfd_create", label, errno);
+  FdSink sink(fd.get(), label);
+  absl::Status status = sink.Append(bytes);
+  if (status.ok()) status = sink.Finish();
+  if (!status.ok()) return status;
+  return fd;
+}
+
+// Names an O_TMPFILE file (linkat through /proc, which needs no privilege).
+absl::Status LinkUnnamed(int fd, const std::string& path) {
+  const std::string proc = absl::StrCat("/proc/self/fd/", fd);
+  if (::linkat(AT_FDCWD, proc.c_str(), AT_FDCWD, path.c_str(),
+               AT_SYMLINK_FOLLOW) != 0) {
+    return ErrnoStatus("link", path, errno);
+  }
+  return absl::OkStatus();
 }
 
 // Keeps one client's session open for as long as its Attach stream lives.
@@ -62,10 +118,10 @@ class SessionReactor : public grpc::ServerWriteReactor<v1::AttachEvent> {
 
 }  // namespace
 
-PersistdService::PersistdService(ServiceInfo info, StagingArea* staging,
+PersistdService::PersistdService(ServiceInfo info, DescriptorInbox* inbox,
                                  SegmentCache* cache)
     : info_(std::move(info)),
-      staging_(staging),
+      inbox_(inbox),
       cache_(cache),
       started_(std::chrono::steady_clock::now()) {}
 
@@ -99,43 +155,37 @@ bool PersistdService::SessionIsOpen(const std::string& session_id) {
   return sessions_.count(session_id) > 0;
 }
 
-grpc::Status PersistdService::CreateStaging(
-    grpc::ServerContext*, const v1::CreateStagingRequest* request,
-    v1::CreateStagingReply* reply) {
-  absl::StatusOr<StagingArea::Staging> staging = staging_->Create(request->size());
-  if (!staging.ok()) return ToGrpc(staging.status());
-  reply->set_staging_id(staging->id);
-  reply->set_path(staging->path);
-  return grpc::Status::OK;
-}
-
-grpc::Status PersistdService::DropStaging(grpc::ServerContext*,
-                                          const v1::DropStagingRequest* request,
-                                          v1::DropStagingReply*) {
-  staging_->Drop(request->staging_id());
-  return grpc::Status::OK;
-}
-
-grpc::Status PersistdService::CommitDump(grpc::ServerContext*,
-                                         const v1::CommitDumpRequest* request,
-                                         v1::CommitDumpReply* reply) {
-  std::string target = request->target_path();
-  if (target.empty()) {
-    absl::StatusOr<std::string> out = staging_->OutputPath(request->staging_id());
-    if (!out.ok()) return ToGrpc(out.status());
-    target = *out;
-  } else if (target[0] != '/') {
-    return Invalid(absl::StrCat("target_path must be absolute, got '", target,
-                                "' (the client resolves relative names)"));
+grpc::Status PersistdService::Dump(grpc::ServerContext*,
+                                   const v1::DumpRequest* request,
+                                   v1::DumpReply* reply) {
+  const bool inline_payload = !request->payload_inline().empty();
+  absl::StatusOr<std::vector<ScopedFd>> fds =
+      inbox_->Take(request->fds_token(), inline_payload ? 1 : 2, kFdWait);
+  if (!fds.ok()) return ToGrpc(fds.status());
+  const std::string name =
+      request->display_name().empty() ? "<dump target>" : request->display_name();
+  const int target = (*fds)[0].get();
+  struct stat st;
+  if (::fstat(target, &st) != 0) return ToGrpc(ErrnoStatus("stat", name, errno));
+  if (!S_ISREG(st.st_mode) || st.st_size != 0) {
+    return Invalid(absl::StrCat(
+        "the dump target for ", name,
+        " must be an empty regular file the client created (its temp file)"));
   }
-  uint64_t size = 0;
-  absl::StatusOr<MappedRegion> staging = staging_->Map(request->staging_id(), &size);
-  if (!staging.ok()) return ToGrpc(staging.status());
-  int threads = request->threads() > 0 ? request->threads() : info_.codec_threads;
-  absl::StatusOr<v1::CommitDumpReply> result =
-      WriteDump(*request, staging->view(), target, threads);
+  MappedRegion mapped;
+  absl::string_view payload = request->payload_inline();
+  if (!inline_payload) {
+    absl::StatusOr<MappedRegion> region = MapSealed((*fds)[1].get(), name);
+    if (!region.ok()) return ToGrpc(region.status());
+    mapped = *std::move(region);
+    payload = mapped.view();
+  }
+  const int threads = request->threads() > 0 ? request->threads() : info_.codec_threads;
+  absl::StatusOr<v1::DumpReply> result =
+      WriteDump(*request, payload, target, name, threads);
   if (!result.ok()) return ToGrpc(result.status());
   *reply = *std::move(result);
+  reply->set_fsync(info_.fsync);
   ++dumps_;
   return grpc::Status::OK;
 }
@@ -150,49 +200,30 @@ grpc::Status PersistdService::Load(grpc::ServerContext*,
         absl::StrCat("session ", session,
                      " is not open (the daemon restarted?): attach again"));
   }
-  ScopedFd fd;
-  SourceVersion version;
-  version.raw = request->raw();
-  std::string display;
-  bool cacheable = true;
-  uint64_t size = 0;
-  if (request->source_case() == v1::LoadRequest::kPath) {
-    display = request->path();
-    if (display.empty() || display[0] != '/') {
-      return Invalid(absl::StrCat("path must be absolute, got '", display, "'"));
-    }
-    fd.Reset(::open(display.c_str(), O_RDONLY | O_CLOEXEC));
-    if (!fd.valid()) return ToGrpc(ErrnoStatus("open", display, errno));
-    struct stat st;
-    if (::fstat(fd.get(), &st) != 0) return ToGrpc(ErrnoStatus("stat", display, errno));
-    if (!S_ISREG(st.st_mode)) {
-      return Invalid(absl::StrCat(display, " is not a regular file"));
-    }
-    version.path = display;
-    version.dev = st.st_dev;
-    version.ino = st.st_ino;
-    version.size = st.st_size;
-    version.mtime_ns = st.st_mtim.tv_sec * 1000000000LL + st.st_mtim.tv_nsec;
-    version.ctime_ns = st.st_ctim.tv_sec * 1000000000LL + st.st_ctim.tv_nsec;
-    size = st.st_size;
-  } else if (request->source_case() == v1::LoadRequest::kStagingId) {
-    display = "<file object>";
-    uint64_t staged = 0;
-    absl::StatusOr<ScopedFd> opened = staging_->Open(request->staging_id(), &staged);
-    if (!opened.ok()) return ToGrpc(opened.status());
-    fd = *std::move(opened);
-    if (request->staging_length() > staged) {
-      return Invalid(absl::StrCat("staging_length ", request->staging_length(),
-                                  " exceeds the staging file's ", staged, " bytes"));
-    }
-    size = request->staging_length();
-    cacheable = false;
-    version.ino = next_private_source_++;  // never matches another load
-  } else {
-    return Invalid("LoadRequest needs a path or a staging_id");
+  if (request->source_case() == v1::LoadRequest::kSourceInline) {
+    return ToGrpc(LoadInline(*request, reply));
   }
-
-  SegmentSource source{fd.get(), size, display, request->raw()};
+  if (request->source_case() != v1::LoadRequest::kFdsToken) {
+    return Invalid("LoadRequest needs fds_token or source_inline");
+  }
+  absl::StatusOr<std::vector<ScopedFd>> fds =
+      inbox_->Take(request->fds_token(), 1, kFdWait);
+  if (!fds.ok()) return ToGrpc(fds.status());
+  const int fd = (*fds)[0].get();
+  const std::string display =
+      request->display_name().empty() ? "<source>" : request->display_name();
+  struct stat st;
+  if (::fstat(fd, &st) != 0) return ToGrpc(ErrnoStatus("stat", display, errno));
+  if (!S_ISREG(st.st_mode)) {
+    return Invalid(absl::StrCat(display, " is not a regular file"));
+  }
+  // The identity is what the kernel says of the descriptor the client
+  // holds, so a cached segment is always of the very file it opened.
+  SourceVersion version = VersionOf(st, request->raw(), display);
+  const bool cacheable = !request->transient();
+  if (!cacheable) version.ino = next_private_source_++;  // never matches
+  SegmentSource source{fd, static_cast<uint64_t>(st.st_size), display,
+                       request->raw()};
   auto build = [&source](const std::string& path, uint64_t* segment_size) {
     return BuildSegment(source, path, segment_size);
   };
@@ -204,6 +235,53 @@ grpc::Status PersistdService::Load(grpc::ServerContext*,
   reply->set_lease_id(acquired->lease_id);
   reply->set_cache_hit(acquired->hit);
   return grpc::Status::OK;
+}
+
+absl::Status PersistdService::LoadInline(const v1::LoadRequest& request,
+                                         v1::LoadReply* reply) {
+  const std::string display =
+      request.display_name().empty() ? "<file object>" : request.display_name();
+  const std::string& bytes = request.source_inline();
+  // The builder reads with pread: give it the bytes as an unnamed file.
+  absl::StatusOr<ScopedFd> source_fd = MemoryFile("persistd-inline", bytes);
+  if (!source_fd.ok()) return source_fd.status();
+  const std::string segments = info_.store_dir + "/segments";
+  ScopedFd out(::open(segments.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0400));
+  if (!out.valid()) return ErrnoStatus("create a segment in", segments, errno);
+  SegmentSource source{source_fd->get(), bytes.size(), display, request.raw()};
+  uint64_t size = 0;
+  absl::StatusOr<v1::LoadReply> built =
+      BuildSegmentInto(source, out.get(), display, &size);
+  if (!built.ok()) return built.status();
+  if (size <= kInlineReplyBytes) {
+    *reply = *std::move(built);
+    reply->clear_segment_path();
+    // Unnamed and ours alone: nobody can truncate it under the mapping.
+    absl::StatusOr<MappedRegion> segment =
+        MappedRegion::MapReadOnly(out.get(), size, display);
+    if (!segment.ok()) return segment.status();
+    reply->set_segment_inline(std::string(segment->view()));
+    return absl::OkStatus();
+  }
+  // A small source with a large result (an array of zeros compresses
+  // well): give the built file a name as a private segment.
+  auto adopt = [&out, &built](const std::string& path, uint64_t* segment_size) {
+    absl::Status status = LinkUnnamed(out.get(), path);
+    if (!status.ok()) return absl::StatusOr<v1::LoadReply>(status);
+    built->set_segment_path(path);
+    *segment_size = built->segment_size();
+    return absl::StatusOr<v1::LoadReply>(*built);
+  };
+  SourceVersion version;
+  version.ino = next_private_source_++;
+  version.raw = request.raw();
+  absl::StatusOr<SegmentCache::Acquired> acquired =
+      cache_->Acquire(version, /*cacheable=*/false, adopt, request.session_id());
+  if (!acquired.ok()) return acquired.status();
+  *reply = acquired->segment->index;
+  reply->set_generation(acquired->segment->generation);
+  reply->set_lease_id(acquired->lease_id);
+  return absl::OkStatus();
 }
 
 grpc::Status PersistdService::Release(grpc::ServerContext*,
@@ -236,6 +314,9 @@ grpc::Status PersistdService::Status(grpc::ServerContext*,
   reply->set_cache_hits(stats.hits);
   reply->set_dumps(dumps_);
   reply->set_evictions(stats.evictions);
+  reply->set_protocol(v1::PROTOCOL_CURRENT);
+  reply->set_fds_socket_path(inbox_->socket_path());
+  reply->set_fsync(info_.fsync);
   return grpc::Status::OK;
 }
 

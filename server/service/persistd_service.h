@@ -1,7 +1,8 @@
 // PersistdService implements the gRPC control plane (proto/persistd.proto)
-// on top of the store: it validates requests, calls the staging area, the
-// dump writer, the segment builder and the segment cache, and maps their
-// absl::Status results to gRPC statuses. It holds no bytes of its own.
+// on top of the store: it validates requests, takes the descriptors the
+// client passed from the inbox, calls the dump writer, the segment builder
+// and the segment cache, and maps their absl::Status results to gRPC
+// statuses. It opens no path a client names and holds no bytes of its own.
 //
 // Thread-safe: gRPC calls every method concurrently.
 #ifndef PERSISTD_SERVER_SERVICE_PERSISTD_SERVICE_H_
@@ -16,7 +17,8 @@
 #include "absl/synchronization/mutex.h"
 #include "proto/persistd.grpc.pb.h"
 #include "server/store/segment_cache.h"
-#include "server/store/staging_area.h"
+#include "server/store/segment_builder.h"
+#include "server/service/descriptor_inbox.h"
 
 namespace persistd {
 
@@ -25,25 +27,20 @@ struct ServiceInfo {
   std::string store_dir;
   std::string socket_path;
   int codec_threads = 1;
+  bool fsync = false;  // --fsync: clients fsync dumps before publishing
 };
 
 class PersistdService final
     : public v1::Persistd::WithCallbackMethod_Attach<v1::Persistd::Service> {
  public:
-  PersistdService(ServiceInfo info, StagingArea* staging, SegmentCache* cache);
+  PersistdService(ServiceInfo info, DescriptorInbox* inbox, SegmentCache* cache);
 
   grpc::ServerWriteReactor<v1::AttachEvent>* Attach(
       grpc::CallbackServerContext* context,
       const v1::AttachRequest* request) override;
-  grpc::Status CreateStaging(grpc::ServerContext* context,
-                             const v1::CreateStagingRequest* request,
-                             v1::CreateStagingReply* reply) override;
-  grpc::Status DropStaging(grpc::ServerContext* context,
-                           const v1::DropStagingRequest* request,
-                           v1::DropStagingReply* reply) override;
-  grpc::Status CommitDump(grpc::ServerContext* context,
-                          const v1::CommitDumpRequest* request,
-                          v1::CommitDumpReply* reply) override;
+  grpc::Status Dump(grpc::ServerContext* context,
+                    const v1::DumpRequest* request,
+                    v1::DumpReply* reply) override;
   grpc::Status Load(grpc::ServerContext* context,
                     const v1::LoadRequest* request,
                     v1::LoadReply* reply) override;
@@ -59,9 +56,12 @@ class PersistdService final
 
  private:
   bool SessionIsOpen(const std::string& session_id);
+  // Load of a small source sent inline: the result comes back inline when
+  // it is small too, else as a private segment.
+  absl::Status LoadInline(const v1::LoadRequest& request, v1::LoadReply* reply);
 
   const ServiceInfo info_;
-  StagingArea* const staging_;
+  DescriptorInbox* const inbox_;
   SegmentCache* const cache_;
   const std::chrono::steady_clock::time_point started_;
 

@@ -1,7 +1,12 @@
-// WriteDump turns a filled staging file into a joblib file: it splices the
-// client's skeleton pickle, wrapper states and array bytes into joblib's
-// stream (format/joblib_writer), compresses it on the fly (codec/), and
-// publishes the result atomically (io/atomic_file).
+// WriteDump writes one joblib file into a descriptor the client created
+// (its temp file beside the target): it splices the client's skeleton
+// pickle, wrapper states and array bytes into joblib's stream
+// (format/joblib_writer) and compresses it on the fly (codec/).
+//
+// The client publishes the file itself (linkat/rename with its own
+// credentials), so nothing here touches a path. Uncompressed dumps leave a
+// hole for every EXTERNAL array: the client writes those bytes from the
+// array's own buffer, the only copy they ever get.
 #ifndef PERSISTD_SERVER_STORE_DUMP_WRITER_H_
 #define PERSISTD_SERVER_STORE_DUMP_WRITER_H_
 
@@ -13,12 +18,12 @@
 
 namespace persistd {
 
-// `staging` is the mapped staging file the request's extents refer to;
-// `target` the absolute path to publish. Nothing is left at `target` or
-// beside it on error.
-absl::StatusOr<v1::CommitDumpReply> WriteDump(
-    const v1::CommitDumpRequest& request, absl::string_view staging,
-    const std::string& target, int threads);
+// `payload` holds the bytes the request's extents refer to; `fd` is the
+// empty target, open for writing at offset 0; `name` is for messages.
+// On error the target holds a partial stream: the client discards it.
+absl::StatusOr<v1::DumpReply> WriteDump(const v1::DumpRequest& request,
+                                        absl::string_view payload, int fd,
+                                        const std::string& name, int threads);
 
 }  // namespace persistd
 

@@ -665,6 +665,16 @@ absl::StatusOr<v1::LoadReply> BuildInMemory(const SegmentSource& source,
 absl::StatusOr<v1::LoadReply> BuildSegment(const SegmentSource& source,
                                            const std::string& segment_path,
                                            uint64_t* segment_size) {
+  ScopedFd fd(::open(segment_path.c_str(),
+                     O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0400));
+  if (!fd.valid()) return ErrnoStatus("create segment", segment_path, errno);
+  return BuildSegmentInto(source, fd.get(), segment_path, segment_size);
+}
+
+absl::StatusOr<v1::LoadReply> BuildSegmentInto(const SegmentSource& source,
+                                               int segment_fd,
+                                               const std::string& segment_path,
+                                               uint64_t* segment_size) {
   const auto started = std::chrono::steady_clock::now();
   const std::string& name = source.display_name;
   if (source.size == 0) {
@@ -674,10 +684,7 @@ absl::StatusOr<v1::LoadReply> BuildSegment(const SegmentSource& source,
   absl::StatusOr<SourceHead> head = ReadHead(source);
   if (!head.ok()) return head.status();
 
-  ScopedFd fd(::open(segment_path.c_str(),
-                     O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0400));
-  if (!fd.valid()) return ErrnoStatus("create segment", segment_path, errno);
-  SegmentWriter writer(fd.get(), segment_path);
+  SegmentWriter writer(segment_fd, segment_path);
   // A sequential reader: larger readahead while we decode.
   ::posix_fadvise(source.fd, 0, 0, POSIX_FADV_SEQUENTIAL);
 

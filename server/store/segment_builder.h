@@ -40,6 +40,14 @@ absl::StatusOr<v1::LoadReply> BuildSegment(const SegmentSource& source,
                                            const std::string& segment_path,
                                            uint64_t* segment_size);
 
+// The same into `segment_fd`, an empty file open for reading and writing
+// (an unnamed O_TMPFILE for results that may come back inline); `name`
+// stands for it in messages and in the index's segment_path.
+absl::StatusOr<v1::LoadReply> BuildSegmentInto(const SegmentSource& source,
+                                               int segment_fd,
+                                               const std::string& name,
+                                               uint64_t* segment_size);
+
 }  // namespace persistd
 
 #endif  // PERSISTD_SERVER_STORE_SEGMENT_BUILDER_H_

@@ -15,13 +15,11 @@ them in memory.
 
 from __future__ import annotations
 
-import errno
 import io
 import operator
 import os
 import pickle
 import select
-import shutil
 import stat
 import weakref
 from typing import Any, BinaryIO
@@ -29,6 +27,7 @@ from typing import Any, BinaryIO
 from persistd import transport
 from persistd._proto import persistd_pb2 as pb
 from persistd.compression import check_compress, resolve_compress
+from persistd.files import TempTarget, memory_file, open_source, seal, write_at
 from persistd.pickling import plan_dump
 from persistd.unpickling import Loader, legacy_message, warn
 
@@ -41,6 +40,11 @@ _MMAP_MODE_ALIASES = {
     "write": "w+",
 }
 _COPY_CHUNK = 1 << 20
+#: Sources up to this size travel inside the Load request, and dump
+#: payloads inside the Dump request: below it one message is cheaper than
+#: passing a descriptor (and, on load, than mapping a segment).
+INLINE_SOURCE_BYTES = 64 << 10
+INLINE_PAYLOAD_BYTES = 1 << 20
 #: How long a stream that trickles in may pause before it is tried again.
 _STREAM_WAIT_S = 0.1
 #: Bytes read past a value from a file object that cannot seek back (a
@@ -88,31 +92,19 @@ def dump(value: Any, filename: Any, compress: Any = 0, protocol: int | None = No
         compress, method, level, from_true, filename if is_filename else None
     )
     protocol = _pickle_protocol(protocol)
-    target = ""
     if is_filename:
-        target = _dump_target(filename)
-
-    plan = plan_dump(value, protocol)
-    staging_id = transport.run_with_staging(plan.size, plan.fill)
+        with TempTarget(filename) as target:
+            reply = _dump_into(value, target.fd, choice, protocol, filename)
+            target.publish(sync=reply.fsync)
+        return filename
+    # A file object gets the finished file's bytes, copied from memory.
+    fd = memory_file("persistd-dump", 0)
     try:
-        request = pb.CommitDumpRequest(
-            staging_id=staging_id,
-            skeleton=plan.skeleton_extent(),
-            arrays=plan.proto_arrays(),
-            codec=choice.codec,
-            level=choice.level,
-            target_path=target,
-        )
-        del plan
-        reply = transport.call(
-            "CommitDump", request, filename=filename if is_filename else None
-        )
-        if is_fileobj:
-            with open(reply.output_path, "rb") as produced:
-                shutil.copyfileobj(produced, filename, _COPY_CHUNK)
+        reply = _dump_into(value, fd, choice, protocol, None)
+        _copy_out(fd, int(reply.file_bytes), filename)
     finally:
-        transport.drop_staging(staging_id)
-    return filename if is_filename else None
+        os.close(fd)
+    return None
 
 
 def load(filename: Any, mmap_mode: str | None = None, ensure_native_byte_order: Any = "auto") -> Any:
@@ -160,6 +152,53 @@ def load(filename: Any, mmap_mode: str | None = None, ensure_native_byte_order: 
 
 
 # -- dump helpers -------------------------------------------------------------
+def _dump_into(value: Any, fd: int, choice: Any, protocol: int, filename: str | None) -> Any:
+    """Pickle ``value`` and have the daemon write joblib's stream into the
+    empty file ``fd``; uncompressed array bytes are written here, into the
+    holes the daemon left, straight from the arrays' buffers."""
+    plan = plan_dump(value, protocol, external=choice.codec == pb.CODEC_NONE)
+    request = pb.DumpRequest(
+        skeleton=plan.skeleton_extent(),
+        arrays=plan.proto_arrays(),
+        codec=choice.codec,
+        level=choice.level,
+        display_name=filename or "",
+    )
+    fds = [fd]
+    payload_fd = -1
+    if plan.size <= INLINE_PAYLOAD_BYTES:
+        request.payload_inline = bytes(plan.payload_bytes())
+    else:
+        payload_fd = memory_file("persistd-payload", plan.size)
+
+        def write(offset: int, data: bytes | memoryview) -> None:
+            write_at(payload_fd, memoryview(data), offset)
+
+        plan.write_payload(write)
+        seal(payload_fd)
+        fds.append(payload_fd)
+    try:
+        reply = transport.dump(request, fds, filename)
+    finally:
+        if payload_fd >= 0:
+            os.close(payload_fd)
+    for part, offset in zip(plan.external_parts(), reply.external_offsets):
+        if part.array.nbytes:
+            write_at(fd, part.raw_bytes(), int(offset))
+    return reply
+
+
+def _copy_out(fd: int, size: int, fileobj: Any) -> None:
+    offset = 0
+    while offset < size:
+        chunk = os.pread(fd, min(_COPY_CHUNK, size - offset), offset)
+        if not chunk:
+            raise EOFError("persistd: the dumped stream ended early")
+        fileobj.write(chunk)
+        offset += len(chunk)
+
+
+
 def _pickle_protocol(protocol: Any) -> int:
     """None or negative: the highest protocol. Checked before anything is
     written (joblib's pickler checks it after creating the file)."""
@@ -171,19 +210,6 @@ def _pickle_protocol(protocol: Any) -> int:
     if number > pickle.HIGHEST_PROTOCOL:
         raise ValueError("pickle protocol must be <= %d" % pickle.HIGHEST_PROTOCOL)
     return number
-
-
-def _dump_target(filename: str) -> str:
-    """The absolute target path, refused early (as ``open(filename, 'wb')``
-    would refuse it) when its directory is missing or it is a directory."""
-    if filename == "":
-        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), filename)
-    target = os.path.abspath(filename)
-    if os.path.isdir(target):
-        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), filename)
-    if not os.path.isdir(os.path.dirname(target)):
-        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), filename)
-    return target
 
 
 # -- load helpers -------------------------------------------------------------
@@ -200,39 +226,47 @@ def _mmap_mode(mmap_mode: Any) -> str | None:
 
 
 def _load_path(filename: str, user_mode: str | None, mode: str | None, ensure: bool) -> Any:
-    info = os.stat(filename)  # FileNotFoundError / PermissionError, as open() gives
-    if stat.S_ISDIR(info.st_mode):
-        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), filename)
-    if info.st_size == 0:
-        raise EOFError("Ran out of input")
-    source = os.path.abspath(filename)
-    reply, session_id = transport.load(path=source, filename=filename)
+    # FileNotFoundError / PermissionError / IsADirectoryError, as open() gives.
+    fd = open_source(filename, writable=mode == "r+")
+    try:
+        size = os.fstat(fd).st_size
+        if size == 0:
+            raise EOFError("Ran out of input")
+        if mode is None and size <= INLINE_SOURCE_BYTES:
+            reply, session_id = transport.load(
+                source_inline=os.pread(fd, size, 0), filename=filename
+            )
+        else:
+            reply, session_id = transport.load(fd=fd, filename=filename)
 
-    if reply.format == pb.FORMAT_ZFILE:
-        # joblib < 0.10 Z-file: joblib ignores mmap_mode and byte order here.
-        warn(legacy_message(filename), DeprecationWarning)
-        mode, ensure = None, False
-    elif mode == "r+" and reply.codec != pb.CODEC_NONE:
-        warn(
-            'mmap_mode "%(m)s" is not compatible with compressed file %(f)s. '
-            '"%(m)s" flag will be ignored.' % {"m": user_mode, "f": filename}
+        if reply.format == pb.FORMAT_ZFILE:
+            # joblib < 0.10 Z-file: joblib ignores mmap_mode and byte order here.
+            warn(legacy_message(filename), DeprecationWarning)
+            mode, ensure = None, False
+        elif mode == "r+" and reply.codec != pb.CODEC_NONE:
+            warn(
+                'mmap_mode "%(m)s" is not compatible with compressed file %(f)s. '
+                '"%(m)s" flag will be ignored.' % {"m": user_mode, "f": filename}
+            )
+            mode = None
+        loader = Loader(
+            reply,
+            session_id,
+            mmap_mode=mode,
+            ensure_native=ensure,
+            source_fd=fd,
+            filename=filename,
+            dirname=os.path.dirname(filename),
         )
-        mode = None
-    loader = Loader(
-        reply,
-        session_id,
-        mmap_mode=mode,
-        ensure_native=ensure,
-        source_path=source,
-        filename=filename,
-        dirname=os.path.dirname(filename),
-    )
-    return _finish(loader, filename)
+        return _finish(loader, filename)
+    finally:
+        os.close(fd)
 
 
 def _load_fileobj(fileobj: Any, user_mode: str | None, ensure: bool) -> Any:
-    """File objects are copied into a staging file; mmap_mode is dropped with
-    joblib's warnings, and a seekable object is left just after the value."""
+    """File objects are sent inline or through a memory file; mmap_mode is
+    dropped with joblib's warnings, and a seekable object is left just after
+    the value."""
     name = _object_name(fileobj)
     start = _start_position(fileobj)
     size = _remaining(fileobj, start)
@@ -240,11 +274,7 @@ def _load_fileobj(fileobj: Any, user_mode: str | None, ensure: bool) -> Any:
         rewindable = start is not None and _seekable(fileobj)
         reply, session_id, length = _load_stream(fileobj, rewindable)
     else:
-        staging_id, length = _stage_fileobj(fileobj, start, size)
-        try:
-            reply, session_id = transport.load(staging_id=staging_id, staging_length=length)
-        finally:
-            transport.drop_staging(staging_id)
+        reply, session_id, length = _load_known(fileobj, start, size)
     if start is not None and _seekable(fileobj):
         fileobj.seek(start + length - int(reply.trailing_bytes))
 
@@ -273,7 +303,7 @@ def _load_fileobj(fileobj: Any, user_mode: str | None, ensure: bool) -> Any:
         session_id,
         mmap_mode=None,
         ensure_native=ensure,
-        source_path=None,
+        source_fd=-1,
         filename=name,
         dirname="",  # joblib resolves companions of file objects from the cwd
     )
@@ -334,29 +364,23 @@ def _is_raw_file(fileobj: Any) -> bool:
     return isinstance(getattr(fileobj, "raw", fileobj), io.FileIO)
 
 
-def _stage_fileobj(fileobj: Any, start: int | None, size: int) -> tuple[str, int]:
-    """Copy the object's remaining ``size`` bytes (a regular file or a
-    BytesIO: the size is known) straight into a new staging file."""
+def _load_known(fileobj: Any, start: int | None, size: int) -> tuple[Any, str, int]:
+    """Load the object's remaining ``size`` bytes (a regular file or a
+    BytesIO: the size is known): ``(reply, session_id, bytes read)``."""
     if size == 0:
         raise EOFError("Ran out of input")
     assert start is not None  # a known size implies a known position
-    staging_id, path = transport.create_staging(size)
-    try:
-        with open(path, "r+b") as out:
-            if isinstance(fileobj, io.BytesIO):
-                with fileobj.getbuffer() as view:
-                    out.write(view[start : start + size])
-                fileobj.seek(start + size)
-                copied = size
-            else:
-                copied = _copy_exactly(fileobj, out, size)
-    except BaseException:
-        transport.drop_staging(staging_id)
-        raise
-    if copied == 0:
-        transport.drop_staging(staging_id)
+    if isinstance(fileobj, io.BytesIO):
+        with fileobj.getbuffer() as view:
+            chunks = [bytes(view[start : start + size])]
+        fileobj.seek(start + size)
+    else:
+        chunks = _read_exactly(fileobj, size)
+    length = sum(len(chunk) for chunk in chunks)
+    if length == 0:
         raise EOFError("Ran out of input")
-    return staging_id, copied
+    reply, session_id = _load_bytes(chunks)
+    return reply, session_id, length
 
 
 def _load_stream(fileobj: Any, rewindable: bool) -> tuple[Any, str, int]:
@@ -388,7 +412,7 @@ def _load_stream(fileobj: Any, rewindable: bool) -> tuple[Any, str, int]:
         if total > tried and (leftover or _paused(fileobj, total, tried)):
             tried = total
             try:
-                reply, session_id = _load_bytes(data, chunk)
+                reply, session_id = _load_bytes([data, chunk])
             except ValueError as exc:
                 error = exc
             else:
@@ -416,24 +440,30 @@ def _load_stream(fileobj: Any, rewindable: bool) -> tuple[Any, str, int]:
         raise EOFError("Ran out of input")
     if error is not None and tried == len(data):
         raise error
-    reply, session_id = _load_bytes(data, b"")
+    reply, session_id = _load_bytes([data])
     excess = int(reply.trailing_bytes)
     if excess and not rewindable:
         _keep_unread(fileobj, bytes(data[len(data) - excess :]))
     return reply, session_id, len(data)
 
 
-def _load_bytes(data: bytearray, tail: bytes) -> tuple[Any, str]:
-    """One ``Load`` of ``data + tail`` through a staging file of that size."""
-    length = len(data) + len(tail)
-    staging_id, path = transport.create_staging(length)
+def _load_bytes(chunks: list[Any]) -> tuple[Any, str]:
+    """One ``Load`` of the concatenated ``chunks``: inline when small, else
+    through a sealed memory file (never cached: a file object has no
+    identity to find it by again)."""
+    length = sum(len(chunk) for chunk in chunks)
+    if length <= INLINE_SOURCE_BYTES:
+        return transport.load(source_inline=b"".join(bytes(c) for c in chunks))
+    fd = memory_file("persistd-source", length)
     try:
-        with open(path, "r+b") as out:
-            out.write(data)
-            out.write(tail)
-        return transport.load(staging_id=staging_id, staging_length=length)
+        offset = 0
+        for chunk in chunks:
+            write_at(fd, memoryview(chunk), offset)
+            offset += len(chunk)
+        seal(fd)
+        return transport.load(fd=fd, transient=True)
     finally:
-        transport.drop_staging(staging_id)
+        os.close(fd)
 
 
 def _read_some(fileobj: Any) -> bytes:
@@ -514,12 +544,14 @@ def _remaining(fileobj: Any, start: int | None) -> int | None:
     return max(info.st_size - start, 0)
 
 
-def _copy_exactly(source: BinaryIO, out: BinaryIO, size: int) -> int:
-    copied = 0
-    while copied < size:
-        chunk = source.read(min(_COPY_CHUNK, size - copied))
+def _read_exactly(source: BinaryIO, size: int) -> list[bytes]:
+    """Up to ``size`` bytes of ``source``, fewer only at its end."""
+    chunks: list[bytes] = []
+    left = size
+    while left > 0:
+        chunk = source.read(min(_COPY_CHUNK, left))
         if not chunk:
             break
-        out.write(chunk)
-        copied += len(chunk)
-    return copied
+        chunks.append(chunk)
+        left -= len(chunk)
+    return chunks

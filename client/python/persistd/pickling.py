@@ -1,4 +1,4 @@
-"""The dump side: pickle the value, describe its arrays, fill the staging file.
+"""The dump side: pickle the value, describe its arrays, lay out the payload.
 
 joblib writes a file with its pure-Python ``NumpyPickler``, which intercepts
 ``save()`` for every array so that the array's bytes follow its
@@ -14,16 +14,18 @@ part). persistd splits the work instead:
   the nested protocol-5 pickle joblib writes;
 * the daemon splices these into joblib's container format and compresses.
 
-Array bytes go straight from the array into the shared staging mapping with
-one ``np.copyto`` (non-contiguous arrays are gathered in the same pass);
-they are never materialised as ``bytes``.
+Where array bytes go: for an uncompressed dump they are EXTERNAL, the
+daemon leaves a hole for each in the target and this process writes them
+there from the array's own buffer (one copy, by the kernel). For a
+compressed dump they are part of the payload the daemon compresses, copied
+once into it. They are never materialised as ``bytes``.
 """
 
 from __future__ import annotations
 
 import io
-import mmap
 import pickle
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,8 +35,8 @@ from persistd._proto import persistd_pb2 as pb
 
 #: joblib's NUMPY_ARRAY_ALIGNMENT_BYTES, recorded in every wrapper state.
 NUMPY_ARRAY_ALIGNMENT_BYTES = 16
-#: Alignment of raw array data inside the staging file (cache lines, SIMD).
-STAGING_ALIGNMENT = 64
+#: Alignment of raw array data inside the payload (cache lines, SIMD).
+PAYLOAD_ALIGNMENT = 64
 
 #: Exactly these types are intercepted, as in joblib's ``NumpyPickler.save``;
 #: any other subclass (masked arrays...) pickles itself normally.
@@ -43,42 +45,69 @@ _INTERCEPTED = (np.ndarray, np.matrix, np.memmap)
 
 @dataclass
 class ArrayPart:
-    """One intercepted array and where its pieces go in the staging file."""
+    """One intercepted array and where its pieces go in the payload."""
 
     array: np.ndarray
     order: str
     state: bytes
     stream: bytes | None  # object dtype: the nested pickle; else None
+    external: bool = False  # raw bytes the client writes into the target
     state_offset: int = 0
     data_offset: int = 0
 
     @property
     def kind(self) -> Any:  # a pb.DumpArray.Kind value
-        return pb.DumpArray.OBJECT_STREAM if self.stream is not None else pb.DumpArray.RAW
+        if self.stream is not None:
+            return pb.DumpArray.OBJECT_STREAM
+        return pb.DumpArray.EXTERNAL if self.external else pb.DumpArray.RAW
 
     @property
     def data_length(self) -> int:
         return len(self.stream) if self.stream is not None else int(self.array.nbytes)
 
+    def raw_bytes(self) -> memoryview:
+        """The elements in ``order`` as flat bytes, copied only when the
+        array is not contiguous in that order."""
+        array = self.array
+        if self.order == "F":
+            array = array.T  # F-contiguous bytes are the transpose's C order
+        array = np.ascontiguousarray(array)
+        return memoryview(array.reshape(-1).view(np.uint8))
+
+
+#: Writes bytes at an offset of the payload (a bytearray, or a memfd).
+Writer = Callable[[int, "bytes | memoryview"], None]
+
 
 @dataclass
 class DumpPlan:
-    """Everything to write into one staging file, with its layout."""
+    """Everything the daemon needs for one dump, with the payload's layout."""
 
     skeleton: bytes
     arrays: list[ArrayPart] = field(default_factory=list)
-    size: int = 0
+    size: int = 0  # of the payload
 
-    def fill(self, mapping: mmap.mmap) -> None:
-        """Write skeleton, state pickles, object streams and raw data."""
-        mapping[0 : len(self.skeleton)] = self.skeleton
+    def write_payload(self, write: Writer) -> None:
+        """Skeleton, state pickles, object streams and non-external data."""
+        write(0, self.skeleton)
         for part in self.arrays:
-            mapping[part.state_offset : part.state_offset + len(part.state)] = part.state
+            write(part.state_offset, part.state)
             if part.stream is not None:
-                end = part.data_offset + len(part.stream)
-                mapping[part.data_offset : end] = part.stream
-            elif part.array.nbytes:
-                _copy_into(mapping, part)
+                write(part.data_offset, part.stream)
+            elif not part.external and part.array.nbytes:
+                write(part.data_offset, part.raw_bytes())
+
+    def payload_bytes(self) -> bytearray:
+        buffer = bytearray(self.size)
+
+        def write(offset: int, data: bytes | memoryview) -> None:
+            buffer[offset : offset + len(data)] = data
+
+        self.write_payload(write)
+        return buffer
+
+    def external_parts(self) -> list[ArrayPart]:
+        return [part for part in self.arrays if part.external]
 
     def proto_arrays(self) -> list[pb.DumpArray]:
         return [
@@ -117,14 +146,15 @@ class SkeletonPickler(pickle.Pickler):
         return str(index) if self._text_ids else index
 
 
-def plan_dump(value: Any, protocol: int) -> DumpPlan:
-    """Pickle ``value`` and lay out the staging file for it."""
+def plan_dump(value: Any, protocol: int, external: bool) -> DumpPlan:
+    """Pickle ``value`` and lay out its payload; with ``external`` (an
+    uncompressed dump) raw array bytes stay out of the payload."""
     buffer = io.BytesIO()
     pickler = SkeletonPickler(buffer, protocol)
     pickler.dump(value)
     plan = DumpPlan(skeleton=buffer.getvalue())
     del buffer
-    plan.arrays = [_array_part(array, protocol) for array in pickler.found]
+    plan.arrays = [_array_part(array, protocol, external) for array in pickler.found]
     _layout(plan)
     return plan
 
@@ -153,19 +183,22 @@ def array_order(array: np.ndarray) -> str:
     return "F" if (flags.f_contiguous and not flags.c_contiguous) else "C"
 
 
-def _array_part(array: np.ndarray, protocol: int) -> ArrayPart:
+def _array_part(array: np.ndarray, protocol: int, external: bool) -> ArrayPart:
     state_buffer = io.BytesIO()
     state_pickler = pickle.Pickler(state_buffer, protocol=protocol)
     state_pickler.fast = True  # no memo: the daemon splices it into the skeleton
     state_pickler.dump(wrapper_state(array))
     # joblib: pickle.dump(array, file_handle, protocol=5) for object dtype.
     stream = pickle.dumps(array, protocol=5) if array.dtype.hasobject else None
-    return ArrayPart(array, array_order(array), state_buffer.getvalue(), stream)
+    return ArrayPart(
+        array, array_order(array), state_buffer.getvalue(), stream,
+        external=external and stream is None,
+    )
 
 
 def _layout(plan: DumpPlan) -> None:
     """Skeleton, then state pickles and object streams packed, then the raw
-    data, each array starting on a STAGING_ALIGNMENT boundary."""
+    data that is not external, each array on a PAYLOAD_ALIGNMENT boundary."""
     offset = len(plan.skeleton)
     for part in plan.arrays:
         part.state_offset = offset
@@ -174,24 +207,8 @@ def _layout(plan: DumpPlan) -> None:
             part.data_offset = offset
             offset += len(part.stream)
     for part in plan.arrays:
-        if part.stream is None:
-            offset = -(-offset // STAGING_ALIGNMENT) * STAGING_ALIGNMENT
+        if part.stream is None and not part.external:
+            offset = -(-offset // PAYLOAD_ALIGNMENT) * PAYLOAD_ALIGNMENT
             part.data_offset = offset
             offset += part.data_length
-    plan.size = max(offset, 1)
-
-
-def _copy_into(mapping: mmap.mmap, part: ArrayPart) -> None:
-    """The array's elements, in ``part.order``, straight into the mapping."""
-    array = part.array
-    target = np.ndarray(
-        array.shape,
-        dtype=array.dtype,
-        buffer=mapping,
-        offset=part.data_offset,
-        order=part.order,  # type: ignore[arg-type]
-    )
-    try:
-        np.copyto(target, array, casting="no")
-    finally:
-        del target  # release the buffer export so the mapping can close
+    plan.size = offset

@@ -1,4 +1,4 @@
-"""The connection to the daemon: channel, session, leases, staging and segments.
+"""The connection to the daemon: channel, descriptors, session, leases, segments.
 
 One connection per process. It is keyed by ``os.getpid()`` because gunicorn
 and multiprocessing fork after the parent has used the client: a child must
@@ -38,13 +38,14 @@ import subprocess
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator
+
 from typing import Any, TypeVar
 
 import grpc
 
 from persistd import paths
 from persistd._proto import persistd_pb2 as pb
+from persistd.descriptors import DescriptorChannel
 from persistd._proto import persistd_pb2_grpc as pb_grpc
 from persistd.errors import daemon_error
 
@@ -54,7 +55,7 @@ _CLIENT_NAME = "python/0.1.0"  # keep in step with persistd.__version__
 _PROBE_TIMEOUT_S = 2.0
 #: How long to wait for a daemon this client started to answer.
 _START_TIMEOUT_S = 5.0
-#: Deadline of the small control RPCs (staging, release); bulk work has none.
+#: Deadline of the small control RPCs (release); bulk work has none.
 _CONTROL_TIMEOUT_S = 60.0
 
 _Reply = TypeVar("_Reply")
@@ -115,18 +116,47 @@ class Connection:
         self.stub: Any = pb_grpc.PersistdStub(self.channel)  # type: ignore[no-untyped-call]
         _register_wake_hook()
         self.broken = False
+        self._descriptors: DescriptorChannel | None = None
+        self._descriptors_lock = threading.Lock()
         self._attach: Any = None
         self._session_id = ""
         self._session_lock = threading.Lock()
 
     # -- liveness ---------------------------------------------------------
     def probe(self, timeout: float = _PROBE_TIMEOUT_S) -> bool:
-        """True when the daemon answers ``Status``."""
+        """True when the daemon answers ``Status``; a daemon that speaks
+        another protocol version is an error, not a daemon that is down."""
         try:
-            self.stub.Status(pb.StatusRequest(), timeout=timeout)
+            reply = self.stub.Status(pb.StatusRequest(), timeout=timeout)
         except grpc.RpcError:
             return False
+        if reply.protocol != pb.PROTOCOL_CURRENT:
+            raise ConnectionError(
+                "persistd %s at %s speaks protocol %d, this client (%s) protocol %d: "
+                "install the same version of both (restart the daemon after an "
+                "upgrade)" % (reply.version, self.socket, reply.protocol, _CLIENT_NAME,
+                              pb.PROTOCOL_CURRENT)
+            )
         return True
+
+    # -- descriptors --------------------------------------------------------
+    def send_fds(self, fds: list[int]) -> bytes:
+        """Hands descriptors to the daemon; the token names them in a call."""
+        with self._descriptors_lock:
+            if self._descriptors is None:
+                try:
+                    self._descriptors = DescriptorChannel(self.socket + ".fds")
+                except (FileNotFoundError, ConnectionRefusedError) as exc:
+                    self.broken = True
+                    raise ConnectionError(
+                        "persistd's descriptor socket %s.fds: %s" % (self.socket, exc)
+                    ) from None
+            channel = self._descriptors
+        try:
+            return channel.send(fds)
+        except (BrokenPipeError, ConnectionResetError) as exc:
+            self.broken = True
+            raise ConnectionError("persistd went away: %s" % exc) from None
 
     # -- session ----------------------------------------------------------
     def session_id(self) -> str:
@@ -208,6 +238,8 @@ class Connection:
         if self._attach is not None:
             with contextlib.suppress(Exception):
                 self._attach.cancel()
+        if self._descriptors is not None:
+            self._descriptors.close()
         with contextlib.suppress(Exception):
             self.channel.close()
 
@@ -264,81 +296,57 @@ def call(
 
 def load(
     *,
-    path: str = "",
-    staging_id: str = "",
-    staging_length: int = 0,
+    fd: int = -1,
+    source_inline: bytes = b"",
     raw: bool = False,
     lease: bool = True,
+    transient: bool = False,
     filename: str | None = None,
 ) -> tuple[Any, str]:
-    """``Load`` under this process's session. Returns (reply, session_id).
+    """``Load`` of the file open at ``fd`` (or of ``source_inline``) under
+    this process's session. Returns (reply, session_id).
 
-    Retried once on a fresh connection when the daemon went away, and once
-    with a new session when the daemon no longer knows ours (it restarted
-    while our channel reconnected by itself).
+    Retried once on a fresh connection when the daemon went away (the
+    descriptor is sent again: the caller still holds it), and once with a
+    new session when the daemon no longer knows ours (it restarted while
+    our channel reconnected by itself).
     """
     for attempt in (0, 1, 2):
         conn = get_connection()
         try:
             session = conn.session_id() if lease else ""
-            request = pb.LoadRequest(session_id=session, raw=raw)
-            if staging_id:
-                request.staging_id = staging_id
-                request.staging_length = staging_length
+            request = pb.LoadRequest(
+                session_id=session, raw=raw, transient=transient,
+                display_name=filename or "",
+            )
+            if fd >= 0:
+                request.fds_token = conn.send_fds([fd])
             else:
-                request.path = path
+                request.source_inline = source_inline
             return conn.invoke("Load", request, filename, None), session
         except _StaleSession:
             conn.forget_session()
         except ConnectionError:
-            # A staging id belongs to the daemon that made it: no retry then.
-            if staging_id:
-                raise
             conn.broken = True
         if attempt == 2:
             break
-    raise ConnectionError("persistd: Load of %r failed after reconnecting" % (filename or path))
+    raise ConnectionError("persistd: Load of %r failed after reconnecting" % filename)
 
 
-def create_staging(size: int) -> tuple[str, str]:
-    """A daemon staging file of ``size`` bytes: (staging_id, absolute path)."""
-    reply = call(
-        "CreateStaging",
-        pb.CreateStagingRequest(size=size),
-        timeout=_CONTROL_TIMEOUT_S,
-        retry=True,
-    )
-    return reply.staging_id, reply.path
-
-
-def drop_staging(staging_id: str) -> None:
-    """Best effort: the staging file is the daemon's to clean up anyway."""
-    with contextlib.suppress(Exception):
-        call(
-            "DropStaging",
-            pb.DropStagingRequest(staging_id=staging_id),
-            timeout=_CONTROL_TIMEOUT_S,
-        )
-
-
-@contextlib.contextmanager
-def writable_mapping(path: str, size: int) -> Iterator[mmap.mmap]:
-    """The staging file mapped shared and writable; unmapped on exit, so
-    every byte written is in the daemon's page cache before ``CommitDump``."""
-    fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
-    try:
-        if os.fstat(fd).st_size < size:
-            os.ftruncate(fd, size)
-        mapping = mmap.mmap(fd, size, flags=mmap.MAP_SHARED)
-    finally:
-        os.close(fd)
-    try:
-        yield mapping
-    finally:
+def dump(request: Any, fds: list[int], filename: str | None) -> Any:
+    """``Dump`` into the descriptors ``fds`` (target, then payload if not
+    inline). Retried once on a fresh connection if the daemon went away
+    before it wrote anything."""
+    for attempt in (0, 1):
+        conn = get_connection()
         try:
-            mapping.close()
-        except BufferError:
-            pass  # a view survives in a traceback: unmapped when collected
+            request.fds_token = conn.send_fds(fds)
+            return conn.invoke("Dump", request, filename, None)
+        except ConnectionError:
+            conn.broken = True
+            if attempt == 1 or os.fstat(fds[0]).st_size != 0:
+                raise
+    raise AssertionError("unreachable")
 
 
 def map_segment(path: str, lease: Lease | None) -> Segment:
@@ -360,6 +368,9 @@ def make_lease(session_id: str, lease_id: str) -> Lease | None:
 # -- connecting and starting the daemon --------------------------------------
 def _connect() -> Connection:
     socket = paths.socket_path()
+    # Whoever can write where the socket lives could put their own daemon
+    # there: refuse such places before talking to anything in them.
+    paths.check_private_directory(os.path.dirname(socket) or ".")
     conn = Connection(socket)
     if conn.probe():
         return conn
@@ -420,8 +431,11 @@ def _start_daemon(binary: str, socket: str) -> None:
     concurrent starters; the loser finds the daemon answering)."""
     directory = os.path.dirname(socket) or "."
     os.makedirs(directory, mode=0o700, exist_ok=True)
+    paths.check_private_directory(directory)
     lock_path = os.path.join(directory, "persistd.start.lock")
-    lock_fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    lock_fd = os.open(
+        lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600
+    )
     try:
         fcntl.flock(lock_fd, fcntl.LOCK_EX)
         probe = Connection(socket)
@@ -429,7 +443,12 @@ def _start_daemon(binary: str, socket: str) -> None:
         probe.close()
         if running:
             return
-        with open(_log_path(socket), "ab") as log:
+        log_fd = os.open(
+            _log_path(socket),
+            os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW,
+            0o600,
+        )
+        with open(log_fd, "ab") as log:
             _started.append(
                 subprocess.Popen(
                     [binary, "--socket", socket],
@@ -497,16 +516,3 @@ def _close_at_exit() -> None:
 
 os.register_at_fork(after_in_child=_reset_after_fork_in_child)
 atexit.register(_close_at_exit)
-
-
-def run_with_staging(size: int, fill: Callable[[mmap.mmap], None]) -> str:
-    """Create a staging file, map it, let ``fill`` write it; returns the id.
-    The caller must ``drop_staging`` it (in a finally) once done."""
-    staging_id, path = create_staging(size)
-    try:
-        with writable_mapping(path, size) as mapping:
-            fill(mapping)
-    except BaseException:
-        drop_staging(staging_id)
-        raise
-    return staging_id

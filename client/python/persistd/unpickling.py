@@ -109,8 +109,9 @@ class Loader:
     """One load: the reply, its mapped segment, and how arrays come back.
 
     ``mmap_mode`` is the effective mode (None: in memory, else 'r', 'c' or
-    'r+'); ``source_path`` is the absolute path of the file (None for file
-    objects); ``filename`` is what the user passed, for messages.
+    'r+'); ``source_fd`` is the descriptor the daemon indexed (-1 for file
+    objects): 'r+' maps that very file, never whatever the path names now;
+    ``filename`` is what the user passed, for messages.
     """
 
     def __init__(
@@ -120,20 +121,23 @@ class Loader:
         *,
         mmap_mode: str | None,
         ensure_native: bool,
-        source_path: str | None,
+        source_fd: int,
         filename: str,
         dirname: str,
     ) -> None:
         self.reply = reply
         self.mmap_mode = mmap_mode
         self.ensure_native = ensure_native
-        self.source_path = source_path
+        self.source_fd = source_fd
         self.filename = filename
         self.dirname = dirname
         self.uncompressed = reply.codec == pb.CODEC_NONE
         self.lease = transport.make_lease(session_id, reply.lease_id)
-        self.segment: transport.Segment | None = transport.map_segment(
-            reply.segment_path, self.lease
+        self.segment: Any = (
+            transport.map_segment(reply.segment_path, self.lease)
+            if reply.segment_path
+            # A small result came inline: arrays are writable views of it.
+            else bytearray(reply.segment_inline)
         )
         self.compat_mode = False
         self._next = 0
@@ -211,15 +215,17 @@ class Loader:
         count = element_count(wrapper.shape)
         _check_length(self.filename, entry, count * dtype.itemsize)
         mode: Any = self.mmap_mode
+        target: Any
         if mode == "r+":
-            assert self.source_path is not None
-            path, offset = self.source_path, int(entry.source_offset)
+            assert self.source_fd >= 0
+            target = _FileOfFd(self.source_fd, os.path.abspath(self.filename))
+            offset = int(entry.source_offset)
         else:
-            path, offset = self.reply.segment_path, int(entry.data.offset)
+            target, offset = self.reply.segment_path, int(entry.data.offset)
         marray: np.ndarray
         try:
             marray = np.memmap(
-                path, dtype=dtype, mode=mode, offset=offset,
+                target, dtype=dtype, mode=mode, offset=offset,
                 shape=tuple(wrapper.shape), order=wrapper.order,
             )
         except (ValueError, OSError):
@@ -320,11 +326,25 @@ def _reconstruct(*args: Any, **kwargs: Any) -> Any:
     return np_reconstruct(*args, **kwargs)
 
 
+class _FileOfFd(io.FileIO):
+    """The descriptor a load passed to the daemon, as the file object
+    ``np.memmap`` maps, named like the path so ``memmap.filename`` reads as
+    joblib's does. The descriptor stays the caller's to close."""
+
+    def __init__(self, fd: int, name: str) -> None:
+        super().__init__(fd, "r+", closefd=False)
+        self.name = name
+
+
 def _raw_payload(companion: str) -> bytes:
     """The decompressed bytes of a joblib < 0.10 companion Z-file."""
-    reply, _ = transport.load(
-        path=os.path.abspath(companion), raw=True, lease=False, filename=companion
-    )
+    from persistd.files import open_source
+
+    fd = open_source(companion)
+    try:
+        reply, _ = transport.load(fd=fd, raw=True, lease=False, filename=companion)
+    finally:
+        os.close(fd)
     extent = reply.skeleton
     if extent.length == 0 and reply.arrays:
         extent = reply.arrays[0].data

@@ -1,0 +1,169 @@
+#include "server/service/descriptor_inbox.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "server/io/errno_status.h"
+#include "server/io/fd_passing.h"
+#include "server/io/unix_socket.h"
+
+namespace persistd {
+
+namespace {
+
+// Unclaimed descriptors are closed after this long (a client that died
+// between sending them and making its call).
+constexpr absl::Duration kTokenLifetime = absl::Seconds(60);
+// Open descriptors held for calls not made yet, over all clients.
+constexpr size_t kMaxPendingFds = 4096;
+// Client connections at once (one per client process).
+constexpr size_t kMaxConnections = 1024;
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<DescriptorInbox>> DescriptorInbox::Bind(
+    const std::string& socket_path) {
+  absl::StatusOr<ScopedFd> fd = ListenUnix(socket_path);
+  if (!fd.ok()) return fd.status();
+  ScopedFd wake(::eventfd(0, EFD_CLOEXEC));
+  if (!wake.valid()) return ErrnoStatus("eventfd", socket_path, errno);
+  return std::unique_ptr<DescriptorInbox>(
+      new DescriptorInbox(socket_path, *std::move(fd), std::move(wake)));
+}
+
+DescriptorInbox::~DescriptorInbox() {
+  Stop();
+  ::unlink(socket_path_.c_str());
+}
+
+void DescriptorInbox::Start() { thread_ = std::thread([this] { Loop(); }); }
+
+void DescriptorInbox::Stop() {
+  if (!thread_.joinable()) return;
+  uint64_t one = 1;
+  ssize_t ignored = ::write(wake_fd_.get(), &one, sizeof(one));
+  (void)ignored;
+  thread_.join();
+  absl::MutexLock lock(&mu_);
+  pending_.clear();
+  pending_fds_ = 0;
+}
+
+absl::StatusOr<std::vector<ScopedFd>> DescriptorInbox::Take(
+    const std::string& token, size_t count, absl::Duration wait) {
+  if (token.empty()) {
+    return absl::InvalidArgumentError("the request names no descriptor token");
+  }
+  absl::MutexLock lock(&mu_);
+  const absl::Time deadline = absl::Now() + wait;
+  auto it = pending_.find(token);
+  while (it == pending_.end()) {
+    if (arrived_.WaitWithDeadline(&mu_, deadline)) {
+      it = pending_.find(token);
+      if (it == pending_.end()) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            "no descriptors arrived for this call on ", socket_path_,
+            " (the client must send them there before its request)"));
+      }
+      break;
+    }
+    it = pending_.find(token);
+  }
+  std::vector<ScopedFd> fds = std::move(it->second.fds);
+  pending_fds_ -= fds.size();
+  pending_.erase(it);
+  if (fds.size() != count) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the call expects ", count, " descriptors, the client sent ", fds.size()));
+  }
+  return fds;
+}
+
+void DescriptorInbox::ExpireLocked(absl::Time now) {
+  for (auto it = pending_.begin(); it != pending_.end();) {
+    if (now - it->second.received > kTokenLifetime) {
+      pending_fds_ -= it->second.fds.size();
+      it = pending_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+}
+
+bool DescriptorInbox::Drain(int conn) {
+  for (;;) {
+    absl::StatusOr<FdMessage> message = ReceiveFds(conn);
+    if (absl::IsUnavailable(message.status())) return true;  // nothing more now
+    if (!message.ok() || message->fds.empty()) return false;  // gone, or abusive
+    absl::MutexLock lock(&mu_);
+    if (pending_fds_ + message->fds.size() > kMaxPendingFds ||
+        pending_.count(message->tag) != 0) {
+      return false;
+    }
+    pending_fds_ += message->fds.size();
+    pending_[message->tag] = Pending{std::move(message->fds), absl::Now()};
+    arrived_.SignalAll();
+  }
+}
+
+void DescriptorInbox::Loop() {
+  const uid_t self = ::geteuid();
+  std::vector<ScopedFd> conns;
+  for (;;) {
+    std::vector<pollfd> fds;
+    fds.push_back({wake_fd_.get(), POLLIN, 0});
+    fds.push_back({listen_fd_.get(), POLLIN, 0});
+    for (const ScopedFd& c : conns) fds.push_back({c.get(), POLLIN, 0});
+    int ready = ::poll(fds.data(), fds.size(), 1000);
+    {
+      absl::MutexLock lock(&mu_);
+      ExpireLocked(absl::Now());
+    }
+    if (ready < 0) {
+      if (errno == EINTR) continue;
+      fprintf(stderr, "persistd: descriptor socket poll: %s\n", strerror(errno));
+      return;
+    }
+    if (fds[0].revents != 0) return;
+    // Connections first, by index into the vector as it was polled.
+    std::vector<ScopedFd> kept;
+    kept.reserve(conns.size());
+    for (size_t i = 0; i < conns.size(); ++i) {
+      const short events = fds[2 + i].revents;
+      bool keep = true;
+      if ((events & POLLIN) != 0) {
+        keep = Drain(conns[i].get());
+      } else if ((events & (POLLHUP | POLLERR | POLLNVAL)) != 0) {
+        keep = false;
+      }
+      // Dropped: hung up, errored or abusive (closed with the old vector).
+      if (keep) kept.push_back(std::move(conns[i]));
+    }
+    conns = std::move(kept);
+    if ((fds[1].revents & POLLIN) != 0) {
+      ScopedFd conn(::accept4(listen_fd_.get(), nullptr, nullptr,
+                              SOCK_CLOEXEC | SOCK_NONBLOCK));
+      if (!conn.valid()) {
+        // Out of descriptors: let a poll interval pass rather than spin.
+        if (errno == EMFILE || errno == ENFILE) ::usleep(100 * 1000);
+        continue;
+      }
+      absl::StatusOr<PeerCredentials> peer = PeerOf(conn.get());
+      if (!peer.ok() || !TrustedPeer(peer->uid, self) ||
+          conns.size() >= kMaxConnections) {
+        continue;  // closed by ScopedFd
+      }
+      conns.push_back(std::move(conn));
+    }
+  }
+}
+
+}  // namespace persistd
