@@ -22,6 +22,7 @@ import pickle
 import select
 import stat
 import weakref
+from collections.abc import Iterable
 from typing import Any, BinaryIO
 
 from persistd import transport
@@ -29,6 +30,7 @@ from persistd._proto import persistd_pb2 as pb
 from persistd.compression import check_compress, resolve_compress
 from persistd.files import TempTarget, memory_file, open_source, seal, write_at
 from persistd.pickling import plan_dump
+from persistd.safety import allowlist
 from persistd.unpickling import Loader, legacy_message, warn
 
 _MMAP_MODES = ("r", "c", "r+", "w+")
@@ -107,12 +109,20 @@ def dump(value: Any, filename: Any, compress: Any = 0, protocol: int | None = No
     return None
 
 
-def load(filename: Any, mmap_mode: str | None = None, ensure_native_byte_order: Any = "auto") -> Any:
+def load(
+    filename: Any,
+    mmap_mode: str | None = None,
+    ensure_native_byte_order: Any = "auto",
+    *,
+    allow_pickle: bool = True,
+    allowed_globals: Iterable[Any] = (),
+) -> Any:
     """Reconstruct a Python object from a file persisted with ``dump`` (or
     with joblib.dump, any version back to 0.8).
 
     WARNING: like joblib.load this unpickles, which can execute arbitrary
-    code: never load files from untrusted sources.
+    code: never load files from untrusted sources, unless with
+    ``allow_pickle=False``.
 
     Parameters
     ----------
@@ -126,6 +136,13 @@ def load(filename: Any, mmap_mode: str | None = None, ensure_native_byte_order: 
     ensure_native_byte_order: bool or 'auto'
         Swap arrays to the host's byte order. 'auto' means True when
         ``mmap_mode`` is None; True with a ``mmap_mode`` is an error.
+    allow_pickle: bool (persistd only; keyword)
+        False restores only NumPy arrays, dtypes and scalars and builtin
+        containers and scalars; any other global in the file raises
+        ``pickle.UnpicklingError`` naming it, before its module is imported.
+    allowed_globals: iterable of str or classes (persistd only; keyword)
+        With ``allow_pickle=False``, more globals to admit ("module.name"
+        strings, or the objects themselves).
     """
     if isinstance(ensure_native_byte_order, str) and ensure_native_byte_order == "auto":
         ensure_native_byte_order = mmap_mode is None
@@ -136,11 +153,12 @@ def load(filename: Any, mmap_mode: str | None = None, ensure_native_byte_order: 
         )
     mode = _mmap_mode(mmap_mode)
     ensure = bool(ensure_native_byte_order)
+    allowed = None if allow_pickle else allowlist(allowed_globals)
 
     if isinstance(filename, os.PathLike):
         filename = os.fspath(filename)
     if hasattr(filename, "read"):
-        return _load_fileobj(filename, mmap_mode, ensure)
+        return _load_fileobj(filename, mmap_mode, ensure, allowed)
     if isinstance(filename, bytes):
         filename = os.fsdecode(filename)
     if not isinstance(filename, str):
@@ -148,7 +166,7 @@ def load(filename: Any, mmap_mode: str | None = None, ensure_native_byte_order: 
             "expected str, bytes, os.PathLike object or a file object, not %s"
             % type(filename).__name__
         )
-    return _load_path(filename, mmap_mode, mode, ensure)
+    return _load_path(filename, mmap_mode, mode, ensure, allowed)
 
 
 # -- dump helpers -------------------------------------------------------------
@@ -225,7 +243,13 @@ def _mmap_mode(mmap_mode: Any) -> str | None:
     return "r+" if mode == "w+" else mode
 
 
-def _load_path(filename: str, user_mode: str | None, mode: str | None, ensure: bool) -> Any:
+def _load_path(
+    filename: str,
+    user_mode: str | None,
+    mode: str | None,
+    ensure: bool,
+    allowed: frozenset[str] | None,
+) -> Any:
     # FileNotFoundError / PermissionError / IsADirectoryError, as open() gives.
     fd = open_source(filename, writable=mode == "r+")
     try:
@@ -257,13 +281,16 @@ def _load_path(filename: str, user_mode: str | None, mode: str | None, ensure: b
             source_fd=fd,
             filename=filename,
             dirname=os.path.dirname(filename),
+            allowed_globals=allowed,
         )
         return _finish(loader, filename)
     finally:
         os.close(fd)
 
 
-def _load_fileobj(fileobj: Any, user_mode: str | None, ensure: bool) -> Any:
+def _load_fileobj(
+    fileobj: Any, user_mode: str | None, ensure: bool, allowed: frozenset[str] | None
+) -> Any:
     """File objects are sent inline or through a memory file; mmap_mode is
     dropped with joblib's warnings, and a seekable object is left just after
     the value."""
@@ -306,6 +333,7 @@ def _load_fileobj(fileobj: Any, user_mode: str | None, ensure: bool) -> Any:
         source_fd=-1,
         filename=name,
         dirname="",  # joblib resolves companions of file objects from the cwd
+        allowed_globals=allowed,
     )
     return _finish(loader, loader.filename)
 

@@ -23,6 +23,7 @@ import numpy as np
 
 from persistd import transport
 from persistd._proto import persistd_pb2 as pb
+from persistd.safety import qualified_name, refuse
 
 _NUMPY_ARRAY_ALIGNMENT_BYTES = 16
 _JOBLIB_MODULES = frozenset({"joblib.numpy_pickle", "joblib.numpy_pickle_compat"})
@@ -102,6 +103,9 @@ class Unpickler(pickle.Unpickler):
             return self._loader.materialize
         if module in _JOBLIB_MODULES and name in _STAND_INS:
             return _STAND_INS[name]
+        allowed = self._loader.allowed_globals
+        if allowed is not None and qualified_name(module, name) not in allowed:
+            raise refuse(module, name, self._loader.filename)
         return super().find_class(module, name)
 
 
@@ -124,8 +128,11 @@ class Loader:
         source_fd: int,
         filename: str,
         dirname: str,
+        allowed_globals: frozenset[str] | None = None,
     ) -> None:
         self.reply = reply
+        #: None: any global (a normal pickle load); else only these.
+        self.allowed_globals = allowed_globals
         self.mmap_mode = mmap_mode
         self.ensure_native = ensure_native
         self.source_fd = source_fd
@@ -264,7 +271,7 @@ class Loader:
             array.__setstate__(wrapper.state + (data,))
             return array
         self.compat_mode = True
-        kwargs: dict[str, Any] = {"allow_pickle": True}
+        kwargs: dict[str, Any] = {"allow_pickle": self.allowed_globals is None}
         if getattr(wrapper, "allow_mmap", True):
             kwargs["mmap_mode"] = self.mmap_mode
         array = np.load(companion, **kwargs)
