@@ -13,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "server/io/errno_status.h"
+#include "server/codec/codec.h"
 #include "server/io/byte_sink.h"
 #include "server/io/mapped_region.h"
 #include "server/io/scoped_fd.h"
@@ -245,8 +246,16 @@ absl::Status PersistdService::LoadInline(const v1::LoadRequest& request,
   // The builder reads with pread: give it the bytes as an unnamed file.
   absl::StatusOr<ScopedFd> source_fd = MemoryFile("persistd-inline", bytes);
   if (!source_fd.ok()) return source_fd.status();
+  // An uncompressed source's segment is about its size: build it in
+  // memory. A compressed one may expand a thousandfold (zeros): build it
+  // where segments go, an unnamed file in the store.
+  ScopedFd out;
   const std::string segments = info_.store_dir + "/segments";
-  ScopedFd out(::open(segments.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0400));
+  if (DetectCodec(bytes) == Codec::kNone) {
+    out.Reset(::memfd_create("persistd-segment", MFD_CLOEXEC));
+  } else {
+    out.Reset(::open(segments.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0400));
+  }
   if (!out.valid()) return ErrnoStatus("create a segment in", segments, errno);
   SegmentSource source{source_fd->get(), bytes.size(), display, request.raw()};
   uint64_t size = 0;
@@ -264,7 +273,8 @@ absl::Status PersistdService::LoadInline(const v1::LoadRequest& request,
     return absl::OkStatus();
   }
   // A small source with a large result (an array of zeros compresses
-  // well): give the built file a name as a private segment.
+  // well): give the built file a name as a private segment. (Only a
+  // compressed source gets here: its file is in the store.)
   auto adopt = [&out, &built](const std::string& path, uint64_t* segment_size) {
     absl::Status status = LinkUnnamed(out.get(), path);
     if (!status.ok()) return absl::StatusOr<v1::LoadReply>(status);

@@ -32,7 +32,11 @@ namespace {
 // How much of the source one pread reads: large enough that syscalls do
 // not matter, small enough to stay in cache while the decoder reads it.
 constexpr size_t kReadSize = size_t{2} << 20;
-// The segment file is preallocated ahead of the writes in steps this large.
+// The segment file is preallocated ahead of the writes in steps that grow
+// with it, from kMinPreallocate to kPreallocateStep: large files get long
+// extents, and a small one never asks for 64 MiB (which made an 8 KB load
+// fail on a nearly full disk, and cost a millisecond per small build).
+constexpr uint64_t kMinPreallocate = uint64_t{64} << 10;
 constexpr uint64_t kPreallocateStep = uint64_t{64} << 20;
 // Unclassified decoded bytes gathered before the layout is probed again.
 constexpr uint64_t kMinProbeBytes = uint64_t{64} << 10;
@@ -256,7 +260,9 @@ class SegmentWriter {
 
   absl::Status Preallocate(uint64_t end) {
     if (end <= allocated_) return absl::OkStatus();
-    uint64_t target = AlignUp(end, kPreallocateStep);
+    const uint64_t step =
+        std::clamp<uint64_t>(allocated_, kMinPreallocate, kPreallocateStep);
+    uint64_t target = AlignUp(end, step);
     int rc = ::posix_fallocate(fd_, static_cast<off_t>(allocated_),
                                static_cast<off_t>(target - allocated_));
     if (rc != 0) {
