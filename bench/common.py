@@ -1,10 +1,14 @@
 """Helpers shared by the benchmarks: timing, page touching, PSS, tables."""
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import statistics
+import subprocess
+import tempfile
 import time
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -69,3 +73,61 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
     out = [line(headers), "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
     out += [line(r) for r in rows]
     return "\n".join(out)
+
+
+def _answers(sock: str) -> bool:
+    """True when a daemon answers Status on `sock` (the socket file exists
+    a moment before the daemon listens on it)."""
+    import grpc
+    from persistd._proto import persistd_pb2 as pb
+    from persistd._proto import persistd_pb2_grpc as pb_grpc
+
+    if not os.path.exists(sock):
+        return False
+    with grpc.insecure_channel("unix:" + sock) as channel:
+        try:
+            pb_grpc.PersistdStub(channel).Status(pb.StatusRequest(), timeout=0.5)
+            return True
+        except grpc.RpcError:
+            return False
+
+
+@contextlib.contextmanager
+def private_daemon(binary: str, cache_bytes: str | None = None) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """Starts `binary` on a socket in a fresh mode-0700 temp dir (the client
+    refuses socket dirs others can write to) with its store beside it, points
+    PERSISTD_SOCKET there (the client reads it at its first call, so set it
+    before that), and yields (temp dir, daemon process). A benchmark that owns
+    its daemon measures this build with an empty cache, and never someone
+    else's daemon. Stops the daemon and removes the dir on exit."""
+    tmp = tempfile.mkdtemp(prefix="persistd-bench-")  # mkdtemp: mode 0700
+    sock = os.path.join(tmp, "persistd.sock")
+    args = [binary, "--socket", sock, "--store", os.path.join(tmp, "store")]
+    if cache_bytes:
+        args += ["--cache-bytes", cache_bytes]
+    previous = os.environ.get("PERSISTD_SOCKET")
+    os.environ["PERSISTD_SOCKET"] = sock
+    proc: subprocess.Popen[bytes] | None = None
+    try:
+        with open(os.path.join(tmp, "persistd.log"), "ab") as log:
+            proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 15
+        while not _answers(sock):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                with open(os.path.join(tmp, "persistd.log"), errors="replace") as log:
+                    raise RuntimeError("persistd did not start:\n" + log.read()[-2000:])
+            time.sleep(0.02)
+        yield tmp, proc
+    finally:
+        if proc is not None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if previous is None:
+            os.environ.pop("PERSISTD_SOCKET", None)
+        else:
+            os.environ["PERSISTD_SOCKET"] = previous
+        shutil.rmtree(tmp, ignore_errors=True)
