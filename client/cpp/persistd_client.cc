@@ -2,13 +2,16 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
-#include <cstring>
 #include <map>
+#include <utility>
 
 #include "absl/strings/numbers.h"
+#include "client/cpp/descriptor_channel.h"
+#include "client/cpp/dump_target.h"
 #include "client/cpp/pickle_emitter.h"
 #include "grpcpp/client_context.h"
 #include "grpcpp/create_channel.h"
@@ -29,14 +32,54 @@ absl::Status FromGrpc(const grpc::Status& status) {
                       status.error_message());
 }
 
-std::string Absolute(const std::string& path) {
-  if (!path.empty() && path[0] == '/') return path;
-  char cwd[4096];
-  if (::getcwd(cwd, sizeof(cwd)) == nullptr) return path;
-  return absl::StrCat(cwd, "/", path);
+// Payloads up to this size travel in the request itself: one message
+// beats creating, filling and sealing a memfd.
+constexpr uint64_t kInlinePayloadBytes = 1 << 20;
+
+// "a FIFO", ...: for messages about files we will not load.
+const char* FileKind(mode_t mode) {
+  if (S_ISDIR(mode)) return "a directory";
+  if (S_ISFIFO(mode)) return "a FIFO";
+  if (S_ISSOCK(mode)) return "a socket";
+  if (S_ISCHR(mode)) return "a character device";
+  if (S_ISBLK(mode)) return "a block device";
+  return "a special file";
 }
 
-uint64_t AlignUp(uint64_t n) { return (n + 63) / 64 * 64; }
+// pwrite(2) until all of `bytes` is at `offset` (a single call may write
+// less, and never more than about 2 GiB).
+absl::Status WriteAt(int fd, absl::string_view bytes, uint64_t offset,
+                     absl::string_view name) {
+  while (!bytes.empty()) {
+    ssize_t n = ::pwrite(fd, bytes.data(), bytes.size(), static_cast<off_t>(offset));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return ErrnoStatus("write", name, errno);
+    }
+    bytes.remove_prefix(static_cast<size_t>(n));
+    offset += static_cast<uint64_t>(n);
+  }
+  return absl::OkStatus();
+}
+
+// `pieces`, back to back, in a memfd sealed against any change: the daemon
+// maps it, and a file shrunk under a mapping would kill it with SIGBUS.
+absl::StatusOr<ScopedFd> SealedPayload(const std::vector<absl::string_view>& pieces) {
+  const char* name = "persistd dump payload";
+  ScopedFd fd(::memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING));
+  if (!fd.valid()) return ErrnoStatus("memfd_create", name, errno);
+  uint64_t offset = 0;
+  for (absl::string_view piece : pieces) {
+    absl::Status status = WriteAt(fd.get(), piece, offset, name);
+    if (!status.ok()) return status;
+    offset += piece.size();
+  }
+  if (::fcntl(fd.get(), F_ADD_SEALS,
+              F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL) != 0) {
+    return ErrnoStatus("seal", name, errno);
+  }
+  return fd;
+}
 
 // Best-effort names: the string pushed last before each array's
 // `__persistd__ materialize` global -- the dict key or attribute name.
@@ -85,27 +128,15 @@ std::vector<std::string> ArrayNames(absl::string_view pickle) {
 
 }  // namespace
 
-// One connection and its Attach stream; leases live as long as it does.
+// One gRPC channel and its Attach stream; leases live as long as it does.
 class Session {
  public:
-  static absl::StatusOr<std::shared_ptr<Session>> Open(const std::string& socket) {
+  // A channel to `socket`; nothing is sent until a call.
+  static std::shared_ptr<Session> Dial(const std::string& socket) {
     auto session = std::shared_ptr<Session>(new Session());
     session->channel_ = grpc::CreateChannel(absl::StrCat("unix:", socket),
                                             grpc::InsecureChannelCredentials());
     session->stub_ = v1::Persistd::NewStub(session->channel_);
-    v1::AttachRequest request;
-    request.set_pid(::getpid());
-    request.set_client("cpp/0.1.0");
-    session->attach_ = session->stub_->Attach(&session->attach_context_, request);
-    v1::AttachEvent event;
-    if (!session->attach_->Read(&event)) {
-      grpc::Status status = session->attach_->Finish();
-      session->attach_.reset();
-      return absl::UnavailableError(absl::StrCat(
-          "persistd is not running at ", socket, " (", status.error_message(),
-          "): start it with `persistd --socket ", socket, "`"));
-    }
-    session->id_ = event.session_id();
     return session;
   }
 
@@ -114,6 +145,32 @@ class Session {
       attach_context_.TryCancel();
       attach_->Finish();
     }
+  }
+
+  absl::StatusOr<v1::StatusReply> GetStatus() {
+    v1::StatusReply reply;
+    grpc::ClientContext context;
+    absl::Status status =
+        FromGrpc(stub_->Status(&context, v1::StatusRequest(), &reply));
+    if (!status.ok()) return status;
+    return reply;
+  }
+
+  // Opens the session: the daemon's first event names it.
+  absl::Status Attach() {
+    v1::AttachRequest request;
+    request.set_pid(::getpid());
+    request.set_client("cpp/0.2.0");
+    attach_ = stub_->Attach(&attach_context_, request);
+    v1::AttachEvent event;
+    if (!attach_->Read(&event)) {
+      grpc::Status status = attach_->Finish();
+      attach_.reset();
+      return absl::UnavailableError(absl::StrCat(
+          "persistd opened no session (", status.error_message(), ")"));
+    }
+    id_ = event.session_id();
+    return absl::OkStatus();
   }
 
   v1::Persistd::Stub* stub() { return stub_.get(); }
@@ -146,20 +203,65 @@ absl::StatusOr<const ArrayInfo*> LoadedFile::Find(absl::string_view name) const 
   return absl::NotFoundError(absl::StrCat("no array named '", name, "' in the file"));
 }
 
+Client::Client(std::shared_ptr<Session> session,
+               std::unique_ptr<DescriptorChannel> descriptors)
+    : session_(std::move(session)), descriptors_(std::move(descriptors)) {}
+
 absl::StatusOr<std::unique_ptr<Client>> Client::Connect(
     const std::string& socket_path) {
-  std::string socket = socket_path.empty() ? DefaultSocketPath() : socket_path;
-  absl::StatusOr<std::shared_ptr<Session>> session = Session::Open(socket);
-  if (!session.ok()) return session.status();
-  return std::unique_ptr<Client>(new Client(*std::move(session)));
+  const std::string socket =
+      socket_path.empty() ? DefaultSocketPath() : socket_path;
+  std::shared_ptr<Session> session = Session::Dial(socket);
+  absl::StatusOr<v1::StatusReply> daemon = session->GetStatus();
+  if (!daemon.ok()) {
+    if (!absl::IsUnavailable(daemon.status())) return daemon.status();
+    return absl::UnavailableError(absl::StrCat(
+        "persistd is not running at ", socket, " (", daemon.status().message(),
+        "): start it with `persistd --socket ", socket, "`"));
+  }
+  // Checked before anything else is sent: a daemon of another protocol
+  // would misread every request.
+  if (daemon->protocol() != v1::PROTOCOL_CURRENT) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "persistd at ", socket, " (version '", daemon->version(),
+        "') speaks protocol ", daemon->protocol(), ", this client speaks protocol ",
+        v1::PROTOCOL_CURRENT, ": upgrade the client or the daemon so that they match"));
+  }
+  const std::string fds_path = daemon->fds_socket_path().empty()
+                                   ? socket + ".fds"
+                                   : daemon->fds_socket_path();
+  absl::StatusOr<DescriptorChannel> descriptors = DescriptorChannel::Connect(fds_path);
+  if (!descriptors.ok()) return descriptors.status();
+  absl::Status attached = session->Attach();
+  if (!attached.ok()) return attached;
+  return std::unique_ptr<Client>(
+      new Client(std::move(session),
+                 std::make_unique<DescriptorChannel>(*std::move(descriptors))));
 }
 
 Client::~Client() = default;
 
 absl::StatusOr<std::unique_ptr<LoadedFile>> Client::Load(const std::string& path) {
+  // O_NONBLOCK: opening a FIFO would otherwise wait for a writer, maybe
+  // forever, before the check below could refuse it. It changes nothing
+  // for a regular file.
+  ScopedFd source(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK));
+  if (!source.valid()) return ErrnoStatus("open", path, errno);
+  struct stat st;
+  if (::fstat(source.get(), &st) != 0) return ErrnoStatus("stat", path, errno);
+  if (!S_ISREG(st.st_mode)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "cannot load ", path, ": it is ", FileKind(st.st_mode),
+        ", not a regular file"));
+  }
+  absl::StatusOr<std::string> token = descriptors_->Send({source.get()});
+  if (!token.ok()) return token.status();
+  source.Reset();  // the daemon has its own descriptor of the file now
+
   v1::LoadRequest request;
   request.set_session_id(session_->id());
-  request.set_path(Absolute(path));
+  request.set_fds_token(*token);
+  request.set_display_name(path);
   v1::LoadReply reply;
   grpc::ClientContext context;
   absl::Status status = FromGrpc(session_->stub()->Load(&context, request, &reply));
@@ -170,13 +272,32 @@ absl::StatusOr<std::unique_ptr<LoadedFile>> Client::Load(const std::string& path
   file->lease_id_ = reply.lease_id();  // released by ~LoadedFile from here on
   file->generation_ = reply.generation();
   file->cache_hit_ = reply.cache_hit();
-  ScopedFd fd(::open(reply.segment_path().c_str(), O_RDONLY | O_CLOEXEC));
-  if (!fd.valid()) return ErrnoStatus("open segment", reply.segment_path(), errno);
-  absl::StatusOr<MappedRegion> region =
-      MappedRegion::MapReadOnly(fd.get(), reply.segment_size(), reply.segment_path());
-  if (!region.ok()) return region.status();
-  file->segment_ = *std::move(region);
-  absl::string_view segment = file->segment_.view();
+  absl::string_view segment;
+  if (!reply.segment_path().empty()) {
+    const std::string& segment_path = reply.segment_path();
+    ScopedFd fd(::open(segment_path.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!fd.valid()) return ErrnoStatus("open segment", segment_path, errno);
+    // A mapping past the end of the file would SIGBUS on first touch.
+    struct stat segment_st;
+    if (::fstat(fd.get(), &segment_st) != 0) {
+      return ErrnoStatus("stat segment", segment_path, errno);
+    }
+    if (static_cast<uint64_t>(segment_st.st_size) < reply.segment_size()) {
+      return absl::DataLossError(absl::StrCat(
+          "segment ", segment_path, " is shorter than the daemon says"));
+    }
+    absl::StatusOr<MappedRegion> region =
+        MappedRegion::MapReadOnly(fd.get(), reply.segment_size(), segment_path);
+    if (!region.ok()) return region.status();
+    file->segment_ = *std::move(region);
+    segment = file->segment_.view();
+  } else {
+    // Only results of inline sources come back inline, and this client
+    // always passes descriptors; accepted all the same. Arrays are then
+    // aligned as the allocator aligns the string (16 bytes), not to 64.
+    file->inline_segment_ = std::move(*reply.mutable_segment_inline());
+    segment = file->inline_segment_;
+  }
   auto in_segment = [&](const v1::Extent& e) {
     return e.offset() <= segment.size() && e.length() <= segment.size() - e.offset();
   };
@@ -207,67 +328,79 @@ absl::Status Client::DumpPickle(const std::string& path,
                                 absl::string_view skeleton,
                                 const std::vector<RawArray>& arrays,
                                 v1::Codec codec, int level) {
-  v1::CommitDumpRequest commit;
-  uint64_t offset = 0;
-  commit.mutable_skeleton()->set_offset(0);
-  commit.mutable_skeleton()->set_length(skeleton.size());
-  offset += skeleton.size();
+  // Uncompressed, the daemon leaves a hole for each array (EXTERNAL) and
+  // we write the bytes there from the caller's buffer: their only copy.
+  // A codec needs the bytes themselves, so they go in the payload.
+  const bool external = codec == v1::CODEC_NONE;
+  v1::DumpRequest request;
+  std::vector<absl::string_view> pieces;  // the payload, back to back
+  uint64_t size = 0;
+  auto place = [&pieces, &size](absl::string_view bytes, v1::Extent* extent) {
+    extent->set_offset(size);
+    extent->set_length(bytes.size());
+    size += bytes.size();
+    pieces.push_back(bytes);
+  };
+  place(skeleton, request.mutable_skeleton());
   for (const RawArray& a : arrays) {
-    v1::DumpArray* d = commit.add_arrays();
-    d->set_kind(v1::DumpArray::RAW);
-    d->mutable_state()->set_offset(offset);
-    d->mutable_state()->set_length(a.state_pickle.size());
-    offset = AlignUp(offset + a.state_pickle.size());
-    d->mutable_data()->set_offset(offset);
-    d->mutable_data()->set_length(a.bytes.size());
-    offset += a.bytes.size();
+    v1::DumpArray* d = request.add_arrays();
+    place(a.state_pickle, d->mutable_state());
+    if (external) {
+      d->set_kind(v1::DumpArray::EXTERNAL);
+      d->mutable_data()->set_length(a.bytes.size());
+    } else {
+      d->set_kind(v1::DumpArray::RAW);
+      place(a.bytes, d->mutable_data());
+    }
   }
+  request.set_codec(codec);
+  request.set_level(level);
+  request.set_display_name(path);
 
-  v1::CreateStagingRequest create;
-  create.set_size(offset);
-  v1::CreateStagingReply staging;
-  {
-    grpc::ClientContext context;
-    absl::Status status =
-        FromGrpc(session_->stub()->CreateStaging(&context, create, &staging));
+  // Nothing reaches `path` unless Publish() below succeeds; on every
+  // earlier return the temp file goes with `target`.
+  absl::StatusOr<DumpTarget> target = DumpTarget::Create(path);
+  if (!target.ok()) return target.status();
+  std::vector<int> fds = {target->fd()};
+  ScopedFd payload;
+  // An empty inline payload means "see the memfd", so an (invalid) empty
+  // one goes as a memfd too, for the daemon to refuse.
+  if (size > 0 && size <= kInlinePayloadBytes) {
+    std::string* out = request.mutable_payload_inline();
+    out->reserve(size);
+    for (absl::string_view piece : pieces) out->append(piece.data(), piece.size());
+  } else {
+    absl::StatusOr<ScopedFd> sealed = SealedPayload(pieces);
+    if (!sealed.ok()) return sealed.status();
+    payload = *std::move(sealed);
+    fds.push_back(payload.get());
+  }
+  absl::StatusOr<std::string> token = descriptors_->Send(fds);
+  if (!token.ok()) return token.status();
+  payload.Reset();  // the daemon has its own descriptor of it now
+  request.set_fds_token(*token);
+
+  v1::DumpReply reply;
+  grpc::ClientContext context;
+  absl::Status status = FromGrpc(session_->stub()->Dump(&context, request, &reply));
+  if (!status.ok()) return status;
+  const int holes = external ? static_cast<int>(arrays.size()) : 0;
+  if (reply.external_offsets_size() != holes) {
+    return absl::DataLossError(absl::StrCat(
+        "persistd left ", reply.external_offsets_size(), " holes in ", path,
+        " for ", holes, " arrays"));
+  }
+  for (int i = 0; i < holes; ++i) {
+    const uint64_t offset = reply.external_offsets(i);
+    absl::string_view bytes = arrays[i].bytes;
+    if (offset > reply.file_bytes() || bytes.size() > reply.file_bytes() - offset) {
+      return absl::DataLossError(absl::StrCat(
+          "persistd placed array ", i, " of ", path, " past the end of the file"));
+    }
+    status = WriteAt(target->fd(), bytes, offset, path);
     if (!status.ok()) return status;
   }
-  // Whatever happens next, the staging file goes.
-  struct Dropper {
-    Session* session;
-    std::string id;
-    ~Dropper() {
-      grpc::ClientContext context;
-      v1::DropStagingRequest request;
-      request.set_staging_id(id);
-      v1::DropStagingReply reply;
-      session->stub()->DropStaging(&context, request, &reply);
-    }
-  } dropper{session_.get(), staging.staging_id()};
-
-  {
-    ScopedFd fd(::open(staging.path().c_str(), O_RDWR | O_CLOEXEC));
-    if (!fd.valid()) return ErrnoStatus("open staging", staging.path(), errno);
-    absl::StatusOr<MappedRegion> map =
-        MappedRegion::MapReadWrite(fd.get(), offset, staging.path());
-    if (!map.ok()) return map.status();
-    char* base = map->data();
-    auto put = [base](const v1::Extent& e, absl::string_view bytes) {
-      if (!bytes.empty()) memcpy(base + e.offset(), bytes.data(), bytes.size());
-    };
-    put(commit.skeleton(), skeleton);
-    for (size_t i = 0; i < arrays.size(); ++i) {
-      put(commit.arrays(i).state(), arrays[i].state_pickle);
-      put(commit.arrays(i).data(), arrays[i].bytes);
-    }
-  }
-  commit.set_staging_id(staging.staging_id());
-  commit.set_codec(codec);
-  commit.set_level(level);
-  commit.set_target_path(Absolute(path));
-  v1::CommitDumpReply reply;
-  grpc::ClientContext context;
-  return FromGrpc(session_->stub()->CommitDump(&context, commit, &reply));
+  return target->Publish(reply.fsync());
 }
 
 absl::Status Client::DumpArrays(const std::string& path,
@@ -300,13 +433,6 @@ absl::Status Client::DumpArrays(const std::string& path,
   return DumpPickle(path, skeleton.Finish(), raw, codec, level);
 }
 
-absl::StatusOr<v1::StatusReply> Client::Status() {
-  v1::StatusReply reply;
-  grpc::ClientContext context;
-  absl::Status status =
-      FromGrpc(session_->stub()->Status(&context, v1::StatusRequest(), &reply));
-  if (!status.ok()) return status;
-  return reply;
-}
+absl::StatusOr<v1::StatusReply> Client::Status() { return session_->GetStatus(); }
 
 }  // namespace persistd

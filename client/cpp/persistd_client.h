@@ -7,6 +7,11 @@
 //   auto file = (*client)->Load("/data/model.pkl");      // any codec
 //   auto w = (*file)->View<float>("weights");            // no copy
 //
+// Files are opened and created by this process, never by the daemon: Load
+// passes the daemon a descriptor of the file it opened, and a dump goes
+// into a temp file this process created beside the target and then renamed
+// over it (see proto/persistd.proto and descriptor_channel.h).
+//
 // A Client is thread-compatible (one thread at a time); LoadedFile is
 // immutable and thread-safe. LoadedFile keeps its session alive, so it may
 // outlive the Client that made it.
@@ -26,10 +31,12 @@
 
 namespace persistd {
 
+class DescriptorChannel;
 class Session;
 
 // One loaded file: the rewritten pickle and its arrays, mapped read-only
-// from the daemon's segment. Holds a lease on the segment until destroyed.
+// from the daemon's segment (or, for a result the daemon sent inline, held
+// in memory). Holds a lease on the segment until destroyed.
 class LoadedFile {
  public:
   ~LoadedFile();
@@ -81,6 +88,8 @@ class LoadedFile {
   std::shared_ptr<Session> session_;
   std::string lease_id_;
   MappedRegion segment_;
+  // A segment the daemon returned in its reply instead of as a file.
+  std::string inline_segment_;
   absl::string_view pickle_;
   std::vector<ArrayInfo> arrays_;
   uint64_t generation_ = 0;
@@ -90,12 +99,16 @@ class LoadedFile {
 class Client {
  public:
   // Connects to the daemon at `socket_path` (default: DefaultSocketPath())
-  // and opens a session.
+  // and to its descriptor socket, and opens a session. Refuses a daemon of
+  // another protocol version, and one that runs as another user (unless
+  // root): it would get descriptors of our files.
   static absl::StatusOr<std::unique_ptr<Client>> Connect(
       const std::string& socket_path = "");
   ~Client();
 
   // Loads a joblib (or pickle) file. Relative paths resolve in the cwd.
+  // Only regular files: anything else (a FIFO, a device, a directory) is
+  // InvalidArgument, at once.
   absl::StatusOr<std::unique_ptr<LoadedFile>> Load(const std::string& path);
 
   // An array to dump: C-ordered bytes of a numpy dtype.
@@ -107,6 +120,12 @@ class Client {
   };
   // Writes a joblib file holding {name: ndarray, ...}; `level` -1 is the
   // codec's default.
+  //
+  // The file appears at `path` all at once (or, on error, not at all), as
+  // open(path, "wb") would have made it: a new file gets 0666 minus the
+  // umask, an existing one keeps its mode, a symlink is written through.
+  // Uncompressed, every array's bytes are copied once, from `bytes` to the
+  // file.
   absl::Status DumpArrays(const std::string& path,
                           const std::vector<NamedArray>& arrays,
                           v1::Codec codec = v1::CODEC_NONE, int level = -1);
@@ -124,8 +143,10 @@ class Client {
   absl::StatusOr<v1::StatusReply> Status();
 
  private:
-  explicit Client(std::shared_ptr<Session> session) : session_(std::move(session)) {}
+  Client(std::shared_ptr<Session> session,
+         std::unique_ptr<DescriptorChannel> descriptors);
   std::shared_ptr<Session> session_;
+  std::unique_ptr<DescriptorChannel> descriptors_;
 };
 
 }  // namespace persistd

@@ -2,20 +2,22 @@
 
 persistd_tool (client/cpp) is the C++ client's command-line face: it dumps
 a dict of arrays from C++ and inspects any joblib file through typed,
-zero-copy views. Python's joblib is the oracle in both directions.
+zero-copy views. Python's joblib is the oracle in both directions; files
+the C++ client writes are also read back through the daemon by the tool.
 """
 
 from __future__ import annotations
 
 import os
+import stat
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import joblib
 import numpy as np
 import pytest
 
-import persistd
 from conftest import REPO_ROOT, Daemon
 
 TOOL = Path(os.environ.get("PERSISTD_TOOL", REPO_ROOT / "bazel-bin" / "client" / "cpp" / "persistd_tool"))
@@ -26,33 +28,93 @@ pytestmark = pytest.mark.skipif(
 
 CODECS = ["none", "zlib", "gzip", "bz2", "lzma", "xz", "lz4", "zstd"]
 
+# What `persistd_tool demo-dump` writes.
+DEMO = {
+    "ints": np.arange(10, dtype=np.int64),
+    "matrix": (np.arange(12) / 2.0).reshape(3, 4),
+    "small": np.array([1.5, -2.5], dtype=np.float32),
+}
 
-def tool(daemon: Daemon, *args: str) -> str:
-    result = subprocess.run(
-        [str(TOOL), "--socket", daemon.socket, *args], capture_output=True, text=True, timeout=60
+
+def run_tool(
+    daemon: Daemon, *args: str, preexec_fn: Callable[[], object] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(TOOL), "--socket", daemon.socket, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        preexec_fn=preexec_fn,
     )
+
+
+def tool(daemon: Daemon, *args: str, preexec_fn: Callable[[], object] | None = None) -> str:
+    result = run_tool(daemon, *args, preexec_fn=preexec_fn)
     assert result.returncode == 0, result.stderr
     return result.stdout
+
+
+def inspect(daemon: Daemon, path: Path) -> dict[str, list[str]]:
+    """name -> [index, name, dtype, (shape), sum] as the C++ client sees it."""
+    lines = [line.split("\t") for line in tool(daemon, "inspect", str(path)).splitlines()]
+    return {fields[1]: fields for fields in lines}
+
+
+def assert_demo_arrays(daemon: Daemon, path: Path) -> None:
+    by_name = inspect(daemon, path)
+    assert by_name.keys() == DEMO.keys()
+    for name, array in DEMO.items():
+        _, _, dtype, shape, total = by_name[name]
+        assert dtype == array.dtype.str
+        assert shape == "(%s)" % ",".join(str(d) for d in array.shape)
+        assert float(total) == pytest.approx(float(array.sum()), rel=1e-6)
 
 
 @pytest.mark.parametrize("codec", CODECS)
 def test_cpp_dump_is_read_by_joblib_and_persistd(daemon: Daemon, tmp_path: Path, codec: str) -> None:
     path = tmp_path / f"from_cpp_{codec}.pkl"
     tool(daemon, "demo-dump", str(path), codec)
-    expected = {
-        "ints": np.arange(10, dtype=np.int64),
-        "matrix": (np.arange(12) / 2.0).reshape(3, 4),
-        "small": np.array([1.5, -2.5], dtype=np.float32),
-    }
-    ours = persistd.load(path)
-    assert ours.keys() == expected.keys()
-    for key, value in expected.items():
-        np.testing.assert_array_equal(ours[key], value)
-        assert ours[key].dtype == value.dtype
+    assert_demo_arrays(daemon, path)
     if codec != "zstd":  # joblib has no zstd
         theirs = joblib.load(path)
-        for key, value in expected.items():
+        assert theirs.keys() == DEMO.keys()
+        for key, value in DEMO.items():
             np.testing.assert_array_equal(theirs[key], value)
+            assert theirs[key].dtype == value.dtype
+    assert os.listdir(tmp_path) == [path.name]  # no temp file left beside it
+
+
+def test_cpp_dump_modes_follow_umask_and_overwrite(daemon: Daemon, tmp_path: Path) -> None:
+    path = tmp_path / "private.pkl"
+    tool(daemon, "demo-dump", str(path), preexec_fn=lambda: os.umask(0o077))
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    path.chmod(0o640)
+    for codec in ["none", "lz4"]:
+        tool(daemon, "demo-dump", str(path), codec, preexec_fn=lambda: os.umask(0o077))
+        assert stat.S_IMODE(path.stat().st_mode) == 0o640
+    shared = tmp_path / "shared.pkl"
+    tool(daemon, "demo-dump", str(shared), preexec_fn=lambda: os.umask(0o022))
+    assert stat.S_IMODE(shared.stat().st_mode) == 0o644
+    np.testing.assert_array_equal(joblib.load(path)["matrix"], DEMO["matrix"])
+
+
+def test_cpp_dump_writes_through_a_symlink(daemon: Daemon, tmp_path: Path) -> None:
+    real = tmp_path / "real.pkl"
+    real.write_bytes(b"old")
+    link = tmp_path / "link.pkl"
+    link.symlink_to(real.name)
+    tool(daemon, "demo-dump", str(link), "zlib")
+    assert link.is_symlink() and os.readlink(link) == real.name
+    np.testing.assert_array_equal(joblib.load(real)["ints"], DEMO["ints"])
+    assert sorted(os.listdir(tmp_path)) == ["link.pkl", "real.pkl"]
+
+
+def test_cpp_load_refuses_a_fifo_at_once(daemon: Daemon, tmp_path: Path) -> None:
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    result = run_tool(daemon, "inspect", str(fifo))  # must not wait for a writer
+    assert result.returncode == 1
+    assert "FIFO, not a regular file" in result.stderr
 
 
 @pytest.mark.parametrize("compress", [0, 3, "lz4", "xz"])
@@ -67,8 +129,7 @@ def test_cpp_views_arrays_of_a_joblib_file(daemon: Daemon, tmp_path: Path, compr
         "objects": np.array([1, "x"], dtype=object),
     }
     joblib.dump(model, path, compress=compress)
-    lines = [line.split("\t") for line in tool(daemon, "inspect", str(path)).splitlines()]
-    by_name = {fields[1]: fields for fields in lines}
+    by_name = inspect(daemon, path)
     assert set(by_name) == set(model)
     for name, array in model.items():
         _, _, dtype, shape, total = by_name[name]
