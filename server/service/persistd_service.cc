@@ -123,6 +123,7 @@ PersistdService::PersistdService(ServiceInfo info, DescriptorInbox* inbox,
                                  SegmentCache* cache)
     : info_(std::move(info)),
       inbox_(inbox),
+      warmer_(cache),
       cache_(cache),
       started_(std::chrono::steady_clock::now()) {}
 
@@ -188,6 +189,15 @@ grpc::Status PersistdService::Dump(grpc::ServerContext*,
   *reply = *std::move(result);
   reply->set_fsync(info_.fsync);
   ++dumps_;
+  // A compressed file is decompressed now, while its client publishes it,
+  // so its first load needs no decompression; within half the budget, so
+  // one dump cannot flush the whole cache. (An uncompressed dump's arrays
+  // are written by the client after this reply: nothing to decompress.)
+  if (request->codec() != v1::CODEC_NONE &&
+      reply->stream_bytes() <= cache_->stats().budget / 2 &&
+      ::fstat(target, &st) == 0) {
+    warmer_.Warm(std::move((*fds)[0]), VersionOf(st, false, name), name);
+  }
   return grpc::Status::OK;
 }
 

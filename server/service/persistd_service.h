@@ -18,6 +18,7 @@
 #include "proto/persistd.grpc.pb.h"
 #include "server/store/segment_cache.h"
 #include "server/store/segment_builder.h"
+#include "server/service/cache_warmer.h"
 #include "server/service/descriptor_inbox.h"
 
 namespace persistd {
@@ -62,6 +63,7 @@ class PersistdService final
 
   const ServiceInfo info_;
   DescriptorInbox* const inbox_;
+  CacheWarmer warmer_;
   SegmentCache* const cache_;
   const std::chrono::steady_clock::time_point started_;
 

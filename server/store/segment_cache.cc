@@ -151,8 +151,14 @@ absl::StatusOr<SegmentCache::Acquired> SegmentCache::Acquire(
         built_.Wait(&mu_);
         continue;
       }
-      if (found->segment->version == version) {
+      if (found->segment->version.Matches(version)) {
         ++hits_;
+        if (found->segment->version.ctime_ns != version.ctime_ns) {
+          // First load of a file this daemon wrote: learn its ctime.
+          auto learned = std::make_shared<Segment>(*found->segment);
+          learned->version.ctime_ns = version.ctime_ns;
+          found->segment = std::move(learned);
+        }
         Acquired result;
         result.segment = found->segment;
         result.hit = true;

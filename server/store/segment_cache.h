@@ -18,6 +18,7 @@
 #ifndef PERSISTD_SERVER_STORE_SEGMENT_CACHE_H_
 #define PERSISTD_SERVER_STORE_SEGMENT_CACHE_H_
 
+#include <climits>
 #include <cstdint>
 #include <functional>
 #include <list>
@@ -35,6 +36,10 @@ namespace persistd {
 
 // What identifies one version of a source file.
 struct SourceVersion {
+  // A ctime not known yet: a file this daemon wrote is linked and renamed
+  // into place by its client afterwards, which changes its ctime.
+  static constexpr int64_t kUnknownCtime = INT64_MIN;
+
   uint64_t dev = 0;
   uint64_t ino = 0;
   uint64_t size = 0;
@@ -49,6 +54,13 @@ struct SourceVersion {
   bool operator==(const SourceVersion& o) const {
     return SameFile(o) && size == o.size && mtime_ns == o.mtime_ns &&
            ctime_ns == o.ctime_ns;
+  }
+  // Whether `observed` (a fresh fstat) is this version: equal, or equal
+  // but for the ctime this version does not know yet.
+  bool Matches(const SourceVersion& observed) const {
+    return SameFile(observed) && size == observed.size &&
+           mtime_ns == observed.mtime_ns &&
+           (ctime_ns == kUnknownCtime || ctime_ns == observed.ctime_ns);
   }
 };
 

@@ -229,6 +229,16 @@ def test_overwrite_keeps_the_old_mode(tmp_path: Path) -> None:
     assert load(target)["a"].sum() == 45
 
 
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write anything")
+def test_read_only_target_is_refused_like_open(tmp_path: Path) -> None:
+    target = tmp_path / "ro.pkl"
+    target.write_bytes(b"old")
+    os.chmod(target, 0o444)
+    with pytest.raises(PermissionError):
+        dump(1, target)
+    assert target.read_bytes() == b"old"
+
+
 @root_only
 def test_root_overwrite_keeps_the_old_owner(tmp_path: Path) -> None:
     target = tmp_path / "a.pkl"
@@ -295,6 +305,22 @@ def test_small_values_need_no_segment(fresh_daemon: Daemon, tmp_path: Path) -> N
     reply = status(fresh_daemon.socket)
     assert reply.segments == 0 and reply.leased_segments == 0
     assert reply.loads == 0 or reply.cache_hits == 0
+
+
+@pytest.mark.parametrize("compress", ["lz4", 3, "zstd"])
+def test_dump_warms_the_cache(fresh_daemon: Daemon, tmp_path: Path, compress: object) -> None:
+    """The first load of a compressed file this daemon wrote needs no
+    decompression: its segment was built while the client published it."""
+    value = np.random.random(200_000)
+    dump(value, tmp_path / "w.pkl", compress=compress)
+    deadline = time.monotonic() + 30
+    while status(fresh_daemon.socket).segments == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    before = status(fresh_daemon.socket)
+    np.testing.assert_array_equal(load(tmp_path / "w.pkl"), value)
+    after = status(fresh_daemon.socket)
+    assert after.cache_hits == before.cache_hits + 1
+    assert after.segments == before.segments == 1
 
 
 def test_descriptor_messages_must_be_tokens(daemon: Daemon) -> None:

@@ -81,6 +81,11 @@ class TempTarget:
             raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), filename) from None
         if existing is not None and stat.S_ISDIR(existing.st_mode):
             raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), filename)
+        # rename() needs only the directory writable; open(filename, "wb")
+        # needs the file itself to be.
+        if existing is not None and not os.access(self.target, os.W_OK, effective_ids=True):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), filename)
+        self._existing = existing
         # Everything below happens relative to this directory descriptor,
         # so a rename of a parent mid-dump cannot redirect the publish.
         self.dir_fd = -1
@@ -111,10 +116,12 @@ class TempTarget:
         except OSError as exc:
             if exc.errno not in _TMPFILE_UNSUPPORTED:
                 raise
-        # No O_TMPFILE here (NFS, old overlayfs): a named temp file.
+        # No O_TMPFILE here (NFS, old overlayfs): a named temp file, never
+        # readable by more people than the file it replaces, even briefly.
+        mode = 0o666 & (stat.S_IMODE(self._existing.st_mode) if self._existing else 0o666)
         return self._with_temp_name(
             lambda name: os.open(
-                name, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666,
+                name, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode,
                 dir_fd=self.dir_fd,
             )
         )

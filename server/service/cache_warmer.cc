@@ -1,0 +1,63 @@
+#include "server/service/cache_warmer.h"
+
+#include <stdio.h>
+
+#include <utility>
+
+#include "server/store/segment_builder.h"
+
+namespace persistd {
+
+namespace {
+
+// Dumps rarely come faster than their files decompress; beyond this many
+// waiting builds, later dumps are simply not warmed.
+constexpr size_t kMaxQueued = 8;
+
+}  // namespace
+
+CacheWarmer::CacheWarmer(SegmentCache* cache)
+    : cache_(cache), thread_([this] { Loop(); }) {}
+
+CacheWarmer::~CacheWarmer() {
+  {
+    absl::MutexLock lock(&mu_);
+    stopping_ = true;
+    queue_.clear();
+    wake_.Signal();
+  }
+  thread_.join();
+}
+
+void CacheWarmer::Warm(ScopedFd fd, SourceVersion version, std::string name) {
+  version.ctime_ns = SourceVersion::kUnknownCtime;
+  absl::MutexLock lock(&mu_);
+  if (stopping_ || queue_.size() >= kMaxQueued) return;
+  queue_.push_back(Job{std::move(fd), std::move(version), std::move(name)});
+  wake_.Signal();
+}
+
+void CacheWarmer::Loop() {
+  for (;;) {
+    Job job;
+    {
+      absl::MutexLock lock(&mu_);
+      while (queue_.empty() && !stopping_) wake_.Wait(&mu_);
+      if (stopping_) return;
+      job = std::move(queue_.front());
+      queue_.pop_front();
+    }
+    SegmentSource source{job.fd.get(), job.version.size, job.name, false};
+    auto build = [&source](const std::string& path, uint64_t* size) {
+      return BuildSegment(source, path, size);
+    };
+    absl::StatusOr<SegmentCache::Acquired> built =
+        cache_->Acquire(job.version, /*cacheable=*/true, build, "");
+    if (!built.ok()) {
+      fprintf(stderr, "persistd: warming the cache for %s failed: %s\n",
+              job.name.c_str(), std::string(built.status().message()).c_str());
+    }
+  }
+}
+
+}  // namespace persistd
