@@ -3,6 +3,7 @@
 // store, the service and the listener together.
 #include <errno.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -114,8 +115,10 @@ int Run(const DaemonOptions& options) {
 
   grpc::ServerBuilder builder;
   builder.RegisterService(&service);
-  // Clients never send bulk bytes, but a big skeleton-free reply must fit.
-  builder.SetMaxReceiveMessageSize(64 << 20);
+  // Requests carry at most an inline payload (1 MiB) or source (64 KiB)
+  // plus per-array extents; bigger ones are hostile. Replies may carry a
+  // large index.
+  builder.SetMaxReceiveMessageSize(16 << 20);
   builder.SetMaxSendMessageSize(64 << 20);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (server == nullptr) {
@@ -147,6 +150,11 @@ int Run(const DaemonOptions& options) {
 }  // namespace persistd
 
 int main(int argc, char** argv) {
+  // Large buffers (requests, decoder windows, write blocks) come from mmap
+  // and go back to the kernel when freed, and threads share a few arenas:
+  // glibc's defaults kept gigabytes resident after bursts of big requests.
+  mallopt(M_MMAP_THRESHOLD, 1 << 20);
+  mallopt(M_ARENA_MAX, 4);
   std::vector<std::string> args(argv + 1, argv + argc);
   absl::StatusOr<persistd::DaemonOptions> options =
       persistd::ParseDaemonOptions(args);

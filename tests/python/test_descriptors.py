@@ -331,3 +331,31 @@ def test_descriptor_messages_must_be_tokens(daemon: Daemon) -> None:
     sock.sendall(b"x" * 5)
     sock.close()
     assert status(daemon.socket) is not None
+
+
+def _rss(pid: int) -> int:
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+def test_big_requests_are_refused_and_not_retained(fresh_daemon: Daemon) -> None:
+    """Requests above 16 MiB are refused; a burst of 15 MB ones does not
+    leave the daemon holding their memory."""
+    assert fresh_daemon.process is not None
+    stub = _stub(fresh_daemon)
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.Load(pb.LoadRequest(source_inline=b"\0" * (20 << 20)), timeout=30)
+    assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    before = _rss(fresh_daemon.process.pid)
+    futures = [
+        stub.Load.future(pb.LoadRequest(source_inline=b"\x80" * (15 << 20)), timeout=60)
+        for _ in range(8)
+    ]
+    for future in futures:
+        with pytest.raises(grpc.RpcError):
+            future.result()
+    time.sleep(0.5)
+    assert _rss(fresh_daemon.process.pid) - before < 64 << 20
