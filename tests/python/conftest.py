@@ -57,8 +57,11 @@ def status(socket: str, timeout: float = 1.0):  # type: ignore[no-untyped-def]
 class Daemon:
     """One persistd process on its own socket and store."""
 
-    def __init__(self, binary: str, cache_bytes: int | None = None) -> None:
+    def __init__(
+        self, binary: str, cache_bytes: int | None = None, extra_args: list[str] | None = None
+    ) -> None:
         self.binary = binary
+        self.extra_args = list(extra_args or [])
         self.dir = tempfile.mkdtemp(prefix="pd")
         self.socket = os.path.join(self.dir, "persistd.sock")
         self.store = os.path.join(self.dir, "store")
@@ -70,6 +73,7 @@ class Daemon:
         args = [self.binary, "--socket", self.socket, "--store", self.store]
         if self.cache_bytes is not None:
             args += ["--cache-bytes", str(self.cache_bytes)]
+        args += self.extra_args
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout

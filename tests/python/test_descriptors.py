@@ -359,3 +359,27 @@ def test_big_requests_are_refused_and_not_retained(fresh_daemon: Daemon) -> None
             future.result()
     time.sleep(0.5)
     assert _rss(fresh_daemon.process.pid) - before < 64 << 20
+
+
+@pytest.mark.parametrize("flag,synced", [("--fsync", True), ("--no-fsync", False)])
+def test_fsync_policy_is_the_daemons(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, flag: str, synced: bool
+) -> None:
+    """--fsync makes clients fsync the file before publishing and the
+    directory after; the default does neither (as joblib)."""
+    from conftest import daemon_binary
+
+    instance = Daemon(daemon_binary(), extra_args=[flag])
+    instance.start()
+    monkeypatch.setenv("PERSISTD_SOCKET", instance.socket)
+    calls: list[int] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (calls.append(fd), real_fsync(fd))[1])
+    try:
+        assert status(instance.socket).fsync is synced
+        for compress in (0, "lz4"):
+            dump({"a": np.arange(1000)}, tmp_path / "f.pkl", compress=compress)
+            assert load(tmp_path / "f.pkl")["a"].sum() == 499500
+        assert len(calls) == (4 if synced else 0)  # file + directory, twice
+    finally:
+        instance.cleanup()
