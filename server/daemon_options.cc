@@ -51,6 +51,7 @@ std::string DaemonUsage() {
   return absl::StrCat(
       "usage: persistd [--store DIR] [--socket PATH] [--cache-bytes N] [--threads N]\n"
       "                [--fsync | --no-fsync]\n"
+      "                [--max-pickle-bytes N] [--max-pickle-memory N]\n"
       "\n"
       "persistd serves joblib-compatible dump/load to local clients over gRPC on a\n"
       "Unix socket. It does all compression and decompression, writes files\n"
@@ -75,6 +76,16 @@ std::string DaemonUsage() {
       "                     power loss; --no-fsync: only atomic against crashes of\n"
       "                     processes (default: $PERSISTD_FSYNC=1/0, else off, as\n"
       "                     joblib, LevelDB and RocksDB default)\n"
+      "  --max-pickle-bytes N\n"
+      "                     refuse to load a file whose pickle part (its decoded\n"
+      "                     stream less raw array data, held in memory while it is\n"
+      "                     indexed) is larger (default: 256M)\n"
+      "  --max-pickle-memory N\n"
+      "                     refuse to load a file whose indexing needs more memory\n"
+      "                     for the unpickler's stack and memo and the list of\n"
+      "                     arrays: this bounds what a tiny hostile file (millions\n"
+      "                     of MARKs in a few hundred compressed bytes) can cost\n"
+      "                     (default: 32M)\n"
       "  --help             show this text\n"
       "  --version          print the version\n"
       "\n"
@@ -133,6 +144,15 @@ absl::StatusOr<DaemonOptions> ParseDaemonOptions(
       if (!ParseBytes(*v, &options.cache_bytes)) {
         return absl::InvalidArgumentError(absl::StrCat(
             "--cache-bytes: '", *v, "' is not a size (e.g. 1073741824, 512M, 4G)"));
+      }
+    } else if (flag == "--max-pickle-bytes" || flag == "--max-pickle-memory") {
+      absl::StatusOr<std::string> v = take();
+      if (!v.ok()) return v.status();
+      uint64_t* out = flag == "--max-pickle-bytes" ? &options.max_pickle_bytes
+                                                    : &options.max_pickle_memory;
+      if (!ParseBytes(*v, out) || *out == 0) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            flag, ": '", *v, "' is not a positive size (e.g. 268435456, 256M, 1G)"));
       }
     } else if (flag == "--threads") {
       absl::StatusOr<std::string> v = take();

@@ -18,6 +18,10 @@ struct DaemonOptions {
   uint64_t cache_bytes = 0;
   int codec_threads = 1;
   bool fsync = false;
+  // What indexing one file may cost (PickleLimits): the pickle part of
+  // its decoded stream, and the indexer's memory besides it.
+  uint64_t max_pickle_bytes = uint64_t{256} << 20;
+  uint64_t max_pickle_memory = uint64_t{32} << 20;
   bool help = false;
   bool version = false;
 };
@@ -30,6 +34,8 @@ struct DaemonOptions {
 //   --cache-bytes  $PERSISTD_CACHE_BYTES, else a quarter of physical memory
 //   --threads  the number of online CPUs
 //   --fsync / --no-fsync  $PERSISTD_FSYNC=1/0, else off
+//   --max-pickle-bytes   256M
+//   --max-pickle-memory  32M
 absl::StatusOr<DaemonOptions> ParseDaemonOptions(
     const std::vector<std::string>& args);
 

@@ -28,6 +28,20 @@ TEST(DaemonOptionsTest, FlagsOverrideEnvironment) {
   EXPECT_EQ(options->codec_threads, 3);
 }
 
+TEST(DaemonOptionsTest, PickleLimitsHaveStatedDefaultsAndFlags) {
+  absl::StatusOr<DaemonOptions> defaults = ParseDaemonOptions({});
+  ASSERT_TRUE(defaults.ok());
+  EXPECT_EQ(defaults->max_pickle_bytes, uint64_t{256} << 20);
+  EXPECT_EQ(defaults->max_pickle_memory, uint64_t{32} << 20);
+  absl::StatusOr<DaemonOptions> options = ParseDaemonOptions(
+      {"--max-pickle-bytes", "1G", "--max-pickle-memory=64M"});
+  ASSERT_TRUE(options.ok()) << options.status();
+  EXPECT_EQ(options->max_pickle_bytes, uint64_t{1} << 30);
+  EXPECT_EQ(options->max_pickle_memory, uint64_t{64} << 20);
+  EXPECT_FALSE(ParseDaemonOptions({"--max-pickle-memory", "0"}).ok());
+  EXPECT_FALSE(ParseDaemonOptions({"--max-pickle-bytes", "x"}).ok());
+}
+
 TEST(DaemonOptionsTest, FallbackSocketIsPerUser) {
   ::unsetenv("PERSISTD_SOCKET");
   ::unsetenv("XDG_RUNTIME_DIR");
@@ -47,7 +61,8 @@ TEST(DaemonOptionsTest, BadInputNamesTheProblem) {
 
 TEST(DaemonOptionsTest, HelpMentionsEveryFlag) {
   std::string usage = DaemonUsage();
-  for (const char* flag : {"--store", "--socket", "--cache-bytes", "--threads", "--help"}) {
+  for (const char* flag : {"--store", "--socket", "--cache-bytes", "--threads",
+                           "--max-pickle-bytes", "--max-pickle-memory", "--help"}) {
     EXPECT_NE(usage.find(flag), std::string::npos) << flag;
   }
 }

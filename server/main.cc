@@ -28,6 +28,7 @@
 #include "server/service/descriptor_inbox.h"
 #include "server/service/listener.h"
 #include "server/service/persistd_service.h"
+#include "server/store/segment_builder.h"
 #include "server/store/segment_cache.h"
 
 namespace persistd {
@@ -108,6 +109,11 @@ int Run(const DaemonOptions& options) {
       DescriptorInbox::Bind(socket_path + ".fds");
   if (!inbox.ok()) return Fail(inbox.status());
 
+  PickleLimits limits;
+  limits.max_pickle_bytes = options.max_pickle_bytes;
+  limits.max_index_memory = options.max_pickle_memory;
+  SetDefaultBuildLimits(limits);  // before any build can start
+
   SegmentCache cache(store + "/segments", options.cache_bytes);
   ServiceInfo info{kPersistdVersion, store, socket_path, options.codec_threads,
                    options.fsync};
@@ -128,10 +134,13 @@ int Run(const DaemonOptions& options) {
   (*listener)->Start(server.get());
   fprintf(stderr,
           "persistd %s: serving %s (store %s, cache budget %llu bytes, %d codec "
-          "threads, fsync %s, pid %d)\n",
+          "threads, fsync %s, pickle limits %llu bytes / %llu bytes of memory, "
+          "pid %d)\n",
           kPersistdVersion, socket_path.c_str(), store.c_str(),
           static_cast<unsigned long long>(options.cache_bytes),
           options.codec_threads, options.fsync ? "on" : "off",
+          static_cast<unsigned long long>(options.max_pickle_bytes),
+          static_cast<unsigned long long>(options.max_pickle_memory),
           static_cast<int>(::getpid()));
 
   int signal_number = 0;

@@ -34,13 +34,6 @@ struct Edit {
   absl::string_view text;  // inserts
 };
 
-absl::Status PastEnd(uint64_t offset) {
-  return absl::DataLossError(absl::StrFormat(
-      "array data runs past the end of the file (truncated?): the array "
-      "after offset %d",
-      offset));
-}
-
 // Finds where the data after a NumpyArrayWrapper's BUILD (ending at
 // `build_end`) lies and sets kind, offset, length and padded of *location;
 // returns the end of the data.
@@ -69,13 +62,13 @@ absl::Status LocateData(absl::string_view stream, uint64_t build_end,
   }
   uint64_t pos = build_end;
   if (layout.padded) {
-    if (pos >= size) return PastEnd(build_end);
+    if (pos >= size) return ArrayDataPastEnd(build_end);
     const uint8_t pad = static_cast<uint8_t>(stream[pos]);
     if (pad < 1 || pad > layout.alignment) {
       return absl::DataLossError(absl::StrFormat(
           "invalid array padding length %d at offset %d", pad, pos));
     }
-    if (pad > size - pos - 1) return PastEnd(build_end);
+    if (pad > size - pos - 1) return ArrayDataPastEnd(build_end);
     for (uint64_t i = pos + 1; i <= pos + pad; ++i) {
       if (static_cast<uint8_t>(stream[i]) != 0xff) {
         return absl::DataLossError(absl::StrFormat(
@@ -84,7 +77,9 @@ absl::Status LocateData(absl::string_view stream, uint64_t build_end,
     }
     pos += 1 + pad;
   }
-  if (layout.too_large || layout.nbytes > size - pos) return PastEnd(build_end);
+  if (layout.too_large || layout.nbytes > size - pos) {
+    return ArrayDataPastEnd(build_end);
+  }
   location->kind = LoadArrayLocation::Kind::kRaw;
   location->offset = pos;
   location->length = layout.nbytes;
@@ -95,37 +90,67 @@ absl::Status LocateData(absl::string_view stream, uint64_t build_end,
 
 }  // namespace
 
-absl::StatusOr<IndexedStream> IndexJoblibStream(absl::string_view stream) {
-  if (stream.empty()) {
-    return absl::InvalidArgumentError(
-        "not a pickle or joblib file: the stream is empty");
-  }
-  const uint8_t first = static_cast<uint8_t>(stream[0]);
+absl::Status ArrayDataPastEnd(uint64_t build_end) {
+  return absl::DataLossError(absl::StrFormat(
+      "array data runs past the end of the file (truncated?): the array "
+      "after offset %d",
+      build_end));
+}
+
+absl::Status CheckPickleStart(absl::string_view prefix) {
+  if (prefix.empty()) return absl::OkStatus();
+  const uint8_t first = static_cast<uint8_t>(prefix[0]);
   if (first == kProto) {
-    if (stream.size() >= 2 &&
-        static_cast<uint8_t>(stream[1]) > kHighestProtocol) {
+    if (prefix.size() >= 2 &&
+        static_cast<uint8_t>(prefix[1]) > kHighestProtocol) {
       return absl::InvalidArgumentError(absl::StrFormat(
           "not a pickle or joblib file: unsupported pickle protocol %d",
-          static_cast<uint8_t>(stream[1])));
+          static_cast<uint8_t>(prefix[1])));
     }
   } else if (!IsProtocol01Opcode(first)) {
     return absl::InvalidArgumentError(absl::StrFormat(
         "not a pickle or joblib file: starts with byte 0x%02x", first));
   }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<IndexedStream> IndexJoblibStream(absl::string_view stream,
+                                                const PickleLimits& limits) {
+  if (stream.empty()) {
+    return absl::InvalidArgumentError(
+        "not a pickle or joblib file: the stream is empty");
+  }
+  absl::Status start = CheckPickleStart(stream);
+  if (!start.ok()) return start;
 
   IndexedStream result;
   std::vector<Edit> edits;
+  // The stack, the edits and the arrays share one budget (a FRAME costs an
+  // edit, a wrapper three edits and an array).
+  MemoryBudget budget(limits.max_index_memory);
+  auto over = [&budget](uint64_t offset) {
+    return IndexMemoryExceeded(budget.limit(), "the list of arrays and edits",
+                               offset);
+  };
   PickleScanner scanner(stream);
-  SymbolicStack stack;
+  SymbolicStack stack(&budget);
   PickleOp op;
   while (true) {
     SymbolicStack::Event event;
     absl::Status status = stack.Run(&scanner, &op, &event);
     if (!status.ok()) return status;
     if (event == SymbolicStack::Event::kStop) break;
+    if (!ReserveCharged(&budget, &edits, edits.size() + 3)) {
+      return over(op.offset);
+    }
     if (event == SymbolicStack::Event::kFrame) {
       edits.push_back({op.offset, Edit::kRemove, op.end(), {}});
       continue;
+    }
+    if (!ReserveCharged(&budget, &result.arrays, result.arrays.size() + 1) ||
+        !budget.TryCharge(stack.build().layout.shape.size() *
+                          sizeof(uint64_t))) {
+      return over(op.offset);
     }
 
     const WrapperBuild& build = stack.build();
@@ -166,6 +191,9 @@ absl::StatusOr<IndexedStream> IndexJoblibStream(absl::string_view stream) {
   for (const Edit& edit : edits) {
     skeleton_size += edit.text.size();
     if (edit.order == Edit::kRemove) skeleton_size -= edit.end - edit.offset;
+  }
+  if (skeleton_size > limits.max_pickle_bytes) {
+    return PickleBytesExceeded(limits.max_pickle_bytes, result.end_offset);
   }
   result.skeleton.reserve(skeleton_size);
   uint64_t cursor = 0;

@@ -30,6 +30,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "server/format/pickle_limits.h"
 
 namespace persistd {
 
@@ -72,8 +73,24 @@ struct IndexedStream {
 // stream does not start like a pickle; DataLossError naming the problem and
 // its offset for a corrupt or truncated stream (including "array data runs
 // past the end of the file (truncated?)"); UnimplementedError for an array
-// whose dtype this layer cannot size.
-absl::StatusOr<IndexedStream> IndexJoblibStream(absl::string_view stream);
+// whose dtype this layer cannot size; InvalidArgumentError("pickle
+// refused: ...") when indexing needs more memory than
+// limits.max_index_memory, or the skeleton would be larger than
+// limits.max_pickle_bytes.
+absl::StatusOr<IndexedStream> IndexJoblibStream(
+    absl::string_view stream, const PickleLimits& limits = PickleLimits());
+
+// Whether `prefix`, the first bytes of a decoded stream, starts like a
+// pickle: PROTO with a version this layer reads, or an opcode of protocol
+// 0 or 1. InvalidArgumentError("not a pickle or joblib file ...")
+// otherwise, the error IndexJoblibStream gives. A lone PROTO byte or an
+// empty prefix is OK: what decides is still to come.
+absl::Status CheckPickleStart(absl::string_view prefix);
+
+// The error for a NumpyArrayWrapper whose data, after its BUILD ending at
+// `build_end`, cannot fit in the stream: DataLossError("array data runs
+// past the end of the file (truncated?) ...").
+absl::Status ArrayDataPastEnd(uint64_t build_end);
 
 }  // namespace persistd
 

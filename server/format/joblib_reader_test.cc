@@ -513,5 +513,49 @@ TEST(JoblibReaderTest, MutatedStreamsNeverCrash) {
   }
 }
 
+TEST(JoblibReaderTest, RefusesAFrameBombWithinTheBudget) {
+  // Empty FRAMEs cost nine bytes each but an edit of the skeleton each:
+  // 256 MiB of them were 1.1 GB of edits.
+  std::string pickle = "\x80\x04";
+  const std::string empty_frame("\x95\0\0\0\0\0\0\0\0", 9);
+  for (int i = 0; i < 200000; ++i) pickle += empty_frame;
+  pickle += "N.";
+  PickleLimits limits;
+  limits.max_index_memory = 1 << 20;
+  absl::StatusOr<IndexedStream> index = IndexJoblibStream(pickle, limits);
+  EXPECT_EQ(index.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(index.status().message().find("--max-pickle-memory"),
+            std::string::npos)
+      << index.status();
+  // Within the default budget it is a valid pickle.
+  EXPECT_TRUE(IndexJoblibStream(pickle).ok());
+}
+
+TEST(JoblibReaderTest, RefusesASkeletonLargerThanMaxPickleBytes) {
+  const std::string pickle =
+      "\x80\x04\x8e" + std::string("\x00\x10\0\0\0\0\0\0", 8) +
+      std::string(4096, 'x') + ".";
+  PickleLimits limits;
+  limits.max_pickle_bytes = 4000;
+  absl::StatusOr<IndexedStream> index = IndexJoblibStream(pickle, limits);
+  EXPECT_EQ(index.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(index.status().message().find("--max-pickle-bytes"),
+            std::string::npos)
+      << index.status();
+  limits.max_pickle_bytes = 8192;
+  EXPECT_TRUE(IndexJoblibStream(pickle, limits).ok());
+}
+
+TEST(JoblibReaderTest, CheckPickleStartDecidesOnTheFirstBytes) {
+  EXPECT_TRUE(CheckPickleStart("").ok());
+  EXPECT_TRUE(CheckPickleStart("\x80").ok());  // the version is to come
+  EXPECT_TRUE(CheckPickleStart("\x80\x05").ok());
+  EXPECT_TRUE(CheckPickleStart("(").ok());
+  EXPECT_EQ(CheckPickleStart(std::string(1, '\0')).code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(CheckPickleStart("\x80\x09").code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
 }  // namespace
 }  // namespace persistd

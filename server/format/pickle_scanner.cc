@@ -73,10 +73,15 @@ absl::Status PickleTruncated(uint64_t offset) {
 PickleScanner::PickleScanner(absl::string_view data, uint64_t start)
     : data_(data), pos_(start) {}
 
+absl::Status PickleScanner::Truncated(uint64_t offset) {
+  truncated_ = true;
+  return PickleTruncated(offset);
+}
+
 absl::Status PickleScanner::Next(PickleOp* op) {
   const uint64_t offset = pos_;
   const uint64_t size = data_.size();
-  if (offset >= size) return PickleTruncated(offset);
+  if (offset >= size) return Truncated(offset);
   const char* const base = data_.data();
   const uint8_t code = static_cast<uint8_t>(base[offset]);
   uint64_t p = offset + 1;  // start of the argument
@@ -124,100 +129,100 @@ absl::Status PickleScanner::Next(PickleOp* op) {
 
     // One-byte unsigned argument.
     case kBinInt1: case kBinGet: case kBinPut: case kProto: case kExt1:
-      if (!need(1)) return PickleTruncated(offset);
+      if (!need(1)) return Truncated(offset);
       set_int(static_cast<uint8_t>(base[p]));
       p += 1;
       break;
 
     case kBinInt2: case kExt2:
-      if (!need(2)) return PickleTruncated(offset);
+      if (!need(2)) return Truncated(offset);
       set_int(static_cast<int64_t>(LoadLE(base + p, 2)));
       p += 2;
       break;
 
     case kBinInt: case kExt4:  // signed 4 bytes
-      if (!need(4)) return PickleTruncated(offset);
+      if (!need(4)) return Truncated(offset);
       set_int(static_cast<int32_t>(LoadLE(base + p, 4)));
       p += 4;
       break;
 
     case kLongBinGet: case kLongBinPut:  // unsigned 4 bytes
-      if (!need(4)) return PickleTruncated(offset);
+      if (!need(4)) return Truncated(offset);
       set_int(static_cast<int64_t>(LoadLE(base + p, 4)));
       p += 4;
       break;
 
     case kBinFloat:
-      if (!payload(8)) return PickleTruncated(offset);
+      if (!payload(8)) return Truncated(offset);
       break;
 
     case kFrame: {
-      if (!need(8)) return PickleTruncated(offset);
+      if (!need(8)) return Truncated(offset);
       const uint64_t frame_length = LoadLE(base + p, 8);
       p += 8;
-      if (frame_length > size - p) return PickleTruncated(offset);
+      if (frame_length > size - p) return Truncated(offset);
       set_int(static_cast<int64_t>(frame_length));
       break;
     }
 
     case kLong1: {
-      if (!need(1)) return PickleTruncated(offset);
+      if (!need(1)) return Truncated(offset);
       const uint64_t n = static_cast<uint8_t>(base[p]);
       p += 1;
-      if (!payload(n)) return PickleTruncated(offset);
+      if (!payload(n)) return Truncated(offset);
       int64_t v;
       if (DecodeLong(op->arg, &v)) set_int(v);
       break;
     }
 
     case kLong4: {
-      if (!need(4)) return PickleTruncated(offset);
+      if (!need(4)) return Truncated(offset);
       const int32_t n = static_cast<int32_t>(LoadLE(base + p, 4));
       p += 4;
       if (n < 0) return PickleCorrupt("LONG4 with a negative length", offset);
-      if (!payload(static_cast<uint64_t>(n))) return PickleTruncated(offset);
+      if (!payload(static_cast<uint64_t>(n))) return Truncated(offset);
       int64_t v;
       if (DecodeLong(op->arg, &v)) set_int(v);
       break;
     }
 
     case kShortBinString: case kShortBinBytes: case kShortBinUnicode: {
-      if (!need(1)) return PickleTruncated(offset);
+      if (!need(1)) return Truncated(offset);
       const uint64_t n = static_cast<uint8_t>(base[p]);
       p += 1;
-      if (!payload(n)) return PickleTruncated(offset);
+      if (!payload(n)) return Truncated(offset);
       break;
     }
 
     case kBinString: {  // signed length
-      if (!need(4)) return PickleTruncated(offset);
+      if (!need(4)) return Truncated(offset);
       const int32_t n = static_cast<int32_t>(LoadLE(base + p, 4));
       p += 4;
       if (n < 0) {
         return PickleCorrupt("BINSTRING with a negative length", offset);
       }
-      if (!payload(static_cast<uint64_t>(n))) return PickleTruncated(offset);
+      if (!payload(static_cast<uint64_t>(n))) return Truncated(offset);
       break;
     }
 
     case kBinBytes: case kBinUnicode: {  // unsigned length
-      if (!need(4)) return PickleTruncated(offset);
+      if (!need(4)) return Truncated(offset);
       const uint64_t n = LoadLE(base + p, 4);
       p += 4;
-      if (!payload(n)) return PickleTruncated(offset);
+      if (!payload(n)) return Truncated(offset);
       break;
     }
 
     case kBinUnicode8: case kBinBytes8: case kByteArray8: {
-      if (!need(8)) return PickleTruncated(offset);
+      if (!need(8)) return Truncated(offset);
       const uint64_t n = LoadLE(base + p, 8);
       p += 8;
-      if (!payload(n)) return PickleTruncated(offset);
+      if (!payload(n)) return Truncated(offset);
       break;
     }
 
     case kInt: {
-      if (!line(&op->arg)) return PickleTruncated(offset);
+      if (!line(&op->arg)) return Truncated(offset);
       int64_t v;
       if (op->arg == "00") {
         set_int(0);
@@ -230,7 +235,7 @@ absl::Status PickleScanner::Next(PickleOp* op) {
     }
 
     case kLong: {
-      if (!line(&op->arg)) return PickleTruncated(offset);
+      if (!line(&op->arg)) return Truncated(offset);
       absl::string_view digits = op->arg;
       if (!digits.empty() && digits.back() == 'L') digits.remove_suffix(1);
       int64_t v;
@@ -239,7 +244,7 @@ absl::Status PickleScanner::Next(PickleOp* op) {
     }
 
     case kGet: case kPut: {
-      if (!line(&op->arg)) return PickleTruncated(offset);
+      if (!line(&op->arg)) return Truncated(offset);
       int64_t v;
       if (!ParseDecimal(op->arg, &v) || v < 0) {
         return PickleCorrupt("invalid memo index", offset);
@@ -249,11 +254,11 @@ absl::Status PickleScanner::Next(PickleOp* op) {
     }
 
     case kFloat: case kPersId: case kUnicode:
-      if (!line(&op->arg)) return PickleTruncated(offset);
+      if (!line(&op->arg)) return Truncated(offset);
       break;
 
     case kString: {
-      if (!line(&op->arg)) return PickleTruncated(offset);
+      if (!line(&op->arg)) return Truncated(offset);
       absl::string_view s = op->arg;
       if (s.size() < 2 || s.front() != s.back() ||
           (s.front() != '\'' && s.front() != '"')) {
@@ -264,7 +269,7 @@ absl::Status PickleScanner::Next(PickleOp* op) {
     }
 
     case kGlobal: case kInst:
-      if (!line(&op->arg) || !line(&op->arg2)) return PickleTruncated(offset);
+      if (!line(&op->arg) || !line(&op->arg2)) return Truncated(offset);
       break;
 
     default:

@@ -62,6 +62,20 @@ class PickleScanner {
   // stream is corrupt: ... at offset N") and leaves position() unchanged.
   absl::Status Next(PickleOp* op);
 
+  // Whether the last Next() since the last Rebase() or Seek() failed only
+  // because the buffer ended inside the opcode (or inside the frame it
+  // opens): more bytes may yet make it whole. Any other error is final,
+  // whatever follows.
+  bool truncated() const { return truncated_; }
+
+  // Continues over `data`, the scanned buffer with more bytes after it
+  // (possibly moved), for a stream that arrives in pieces. REQUIRES: data
+  // starts with the bytes scanned so far.
+  void Rebase(absl::string_view data) {
+    data_ = data;
+    truncated_ = false;
+  }
+
   bool AtEnd() const { return pos_ >= data_.size(); }
   uint64_t position() const { return pos_; }
 
@@ -70,7 +84,10 @@ class PickleScanner {
 
   // Continues scanning at `pos`, e.g. after raw array data that follows a
   // wrapper. REQUIRES: pos <= size and !InFrame().
-  void Seek(uint64_t pos) { pos_ = pos; }
+  void Seek(uint64_t pos) {
+    pos_ = pos;
+    truncated_ = false;
+  }
 
   // For callers that decode hot opcodes themselves (SymbolicStack::Run):
   // the scanned buffer, the offset that the next opcode must end at or
@@ -85,11 +102,15 @@ class PickleScanner {
   void Consume(uint64_t n) { pos_ += n; }
 
  private:
+  absl::Status Truncated(uint64_t offset);
+
   // Invariant: pos_ <= data_.size() and pos_ is an opcode boundary; when
-  // pos_ < frame_end_, the opcodes up to frame_end_ form the current frame.
+  // pos_ < frame_end_, the opcodes up to frame_end_ form the current frame,
+  // which lies inside data_.
   absl::string_view data_;
   uint64_t pos_;
   uint64_t frame_end_ = 0;  // end of the last frame seen; 0 if none
+  bool truncated_ = false;  // see truncated()
 };
 
 // Error helpers shared by the format layer, so every message reads alike.

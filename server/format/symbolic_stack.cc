@@ -281,6 +281,28 @@ absl::Status Underflow(uint64_t offset) {
 
 }  // namespace
 
+SymbolicStack::SymbolicStack(MemoryBudget* budget) : budget_(budget) {}
+
+SymbolicStack::SymbolicStack()
+    : own_budget_(std::make_unique<MemoryBudget>(
+          PickleLimits::kDefaultMaxIndexMemory)),
+      budget_(own_budget_.get()) {}
+
+template <typename T>
+bool SymbolicStack::Reserve(std::vector<T>* v, size_t n) {
+  return ReserveCharged(budget_, v, n);
+}
+
+absl::Status SymbolicStack::GrowForPush(uint64_t offset) {
+  if (!Reserve(&stack_, stack_.size() + 1)) {
+    return OverBudget("the unpickler's stack", offset);
+  }
+  if (!Reserve(&marks_, marks_.size() + 1)) {
+    return OverBudget("the unpickler's marks", offset);
+  }
+  return absl::OkStatus();
+}
+
 absl::Status SymbolicStack::PopToMark(uint64_t offset, size_t* mark) {
   if (marks_.empty()) return PickleCorrupt("could not find MARK", offset);
   *mark = marks_.back();
@@ -325,10 +347,10 @@ inline void SymbolicStack::PushEmptyTuple(uint64_t offset) {
 // Memo opcodes are about half of a typical skeleton's opcodes: the common
 // cases (an irrelevant tag, a dense index) are inline.
 inline absl::Status SymbolicStack::MemoPut(uint64_t offset, uint64_t index) {
-  if (index < memo_dense_.size() && memo_dense_[index] == 0 &&
+  if (index < memo_dense_.size() && memo_dense_[index] == kMemoUnset &&
       !stack_.empty() && !Relevant(stack_.back()) &&
       stack_.back().kind != Tag::kMark) {
-    memo_dense_[index] = 1;
+    memo_dense_[index] = kMemoSet;
     ++memo_count_;
     return absl::OkStatus();
   }
@@ -337,41 +359,66 @@ inline absl::Status SymbolicStack::MemoPut(uint64_t offset, uint64_t index) {
 
 absl::Status SymbolicStack::MemoPutSlow(uint64_t offset, uint64_t index) {
   if (!HasItems(1)) return Underflow(offset);
-  const Tag& top = stack_.back();
-  uint32_t code = 1;
-  if (Relevant(top) && memo_tags_.size() < UINT32_MAX - 2) {
-    memo_tags_.push_back(top);
-    code = static_cast<uint32_t>(memo_tags_.size()) + 1;
-  }
+  const Tag top = stack_.back();
+  // The dense range grows to cover `index` when that at most doubles it
+  // and the memo is at least half full up to there (the pickler's indices
+  // are 0, 1, 2, ...): a few large indices must not buy a large table.
   if (index >= memo_dense_.size() &&
-      index < std::max<uint64_t>(2 * memo_dense_.size(), 4096)) {
+      index < std::max<uint64_t>(2 * memo_dense_.size(), 4096) &&
+      index <= 2 * memo_count_ + 4096) {
+    if (!Reserve(&memo_dense_, index + 1)) {
+      return OverBudget("the memo", offset);
+    }
     memo_dense_.resize(
-        std::max<size_t>({index + 1, 2 * memo_dense_.size(), 1024}), 0);
+        std::min<size_t>(memo_dense_.capacity(),
+                         std::max<size_t>({index + 1, 2 * memo_dense_.size(),
+                                           1024})),
+        kMemoUnset);
     // Move the sparse entries that the dense range now covers.
     for (auto it = memo_sparse_.begin(); it != memo_sparse_.end();) {
       if (it->first < memo_dense_.size()) {
         memo_dense_[it->first] = it->second;
         it = memo_sparse_.erase(it);
+        budget_->Refund(MemoryBudget::kHashNodeBytes);
       } else {
         ++it;
       }
     }
   }
-  uint32_t previous;
+  uint8_t* slot;
   if (index < memo_dense_.size()) {
-    previous = memo_dense_[index];
-    memo_dense_[index] = code;
+    slot = &memo_dense_[index];
   } else {
-    uint32_t& slot = memo_sparse_[index];
-    previous = slot;
-    slot = code;
+    auto it = memo_sparse_.find(index);
+    if (it == memo_sparse_.end()) {
+      if (!ChargeHashNode()) return OverBudget("the memo", offset);
+      it = memo_sparse_.emplace(index, kMemoUnset).first;
+    }
+    slot = &it->second;
   }
-  if (previous == 0) ++memo_count_;
+  if (*slot == kMemoUnset) ++memo_count_;
+  if (!Relevant(top)) {
+    *slot = kMemoSet;
+    return absl::OkStatus();
+  }
+  auto it = memo_relevant_.find(index);
+  if (it != memo_relevant_.end()) {
+    memo_tags_[it->second] = top;  // reuse the index's slot
+  } else {
+    if (memo_tags_.size() >= UINT32_MAX ||
+        !Reserve(&memo_tags_, memo_tags_.size() + 1) || !ChargeHashNode()) {
+      // A memo that cannot keep a relevant tag would misread later GETs.
+      return OverBudget("the memo", offset);
+    }
+    memo_relevant_.emplace(index, static_cast<uint32_t>(memo_tags_.size()));
+    memo_tags_.push_back(top);
+  }
+  *slot = kMemoRelevant;
   return absl::OkStatus();
 }
 
 inline absl::Status SymbolicStack::MemoGet(uint64_t offset, uint64_t index) {
-  if (index < memo_dense_.size() && memo_dense_[index] == 1) {
+  if (index < memo_dense_.size() && memo_dense_[index] == kMemoSet) {
     PushTag(Tag::kOther, offset);
     return absl::OkStatus();
   }
@@ -379,41 +426,47 @@ inline absl::Status SymbolicStack::MemoGet(uint64_t offset, uint64_t index) {
 }
 
 absl::Status SymbolicStack::MemoGetSlow(uint64_t offset, uint64_t index) {
-  uint32_t code = 0;
+  uint8_t code = kMemoUnset;
   if (index < memo_dense_.size()) {
     code = memo_dense_[index];
   } else {
     auto it = memo_sparse_.find(index);
     if (it != memo_sparse_.end()) code = it->second;
   }
-  if (code == 0) {
+  if (code == kMemoUnset) {
     return PickleCorrupt(
         absl::StrFormat("memo value not found at index %d", index), offset);
   }
-  if (code == 1) {
+  if (code == kMemoSet) {
     PushTag(Tag::kOther, offset);
   } else {
-    stack_.push_back(memo_tags_[code - 2]);
+    stack_.push_back(memo_tags_[memo_relevant_.at(index)]);
     stack_.back().start = offset;
   }
   return absl::OkStatus();
 }
 
-int64_t SymbolicStack::RecordShape(const Tag* e, size_t n) {
+absl::Status SymbolicStack::RecordShape(uint64_t offset, const Tag* e,
+                                        size_t n, int64_t* ref) {
+  *ref = 0;
   for (size_t i = 0; i < n; ++i) {
-    if (e[i].kind != Tag::kInt || e[i].a < 0) return 0;
+    if (e[i].kind != Tag::kInt || e[i].a < 0) return absl::OkStatus();
   }
-  const int64_t ref = static_cast<int64_t>(shape_dims_.size()) + 1;
+  if (!Reserve(&shape_dims_, shape_dims_.size() + n + 1)) {
+    return OverBudget("the table of shapes", offset);
+  }
+  *ref = static_cast<int64_t>(shape_dims_.size()) + 1;
   shape_dims_.push_back(n);
   for (size_t i = 0; i < n; ++i) {
     shape_dims_.push_back(static_cast<uint64_t>(e[i].a));
   }
-  return ref;
+  return absl::OkStatus();
 }
 
 // Called for every tuple, so the common case (ints or OTHERs not on a
 // 'shape' key) must stay a few compares.
-void SymbolicStack::MakeTuple(size_t result, size_t first) {
+absl::Status SymbolicStack::MakeTuple(uint64_t offset, size_t result,
+                                      size_t first) {
   const size_t n = stack_.size() - first;
   const Tag* e = stack_.data() + first;
   Tag::Kind kind = Tag::kTuple;
@@ -425,7 +478,8 @@ void SymbolicStack::MakeTuple(size_t result, size_t first) {
     bits = kTupShape;  // (), a 0-d shape
   } else if (e[0].kind == Tag::kInt) {
     if (result > 0 && IsShapeKey(stack_[result - 1])) {
-      a = RecordShape(e, n);
+      absl::Status status = RecordShape(offset, e, n, &a);
+      if (!status.ok()) return status;
       if (a != 0) bits = kTupShape;
     }
   } else if (e[0].kind == Tag::kString) {
@@ -502,6 +556,7 @@ void SymbolicStack::MakeTuple(size_t result, size_t first) {
   t.aux = aux;
   t.a = a;
   t.b = b;
+  return absl::OkStatus();
 }
 
 void SymbolicStack::UpdateDict(Tag* dict, size_t first) {
@@ -554,15 +609,14 @@ void SymbolicStack::UpdateDict(Tag* dict, size_t first) {
 inline absl::Status SymbolicStack::TupleN(uint64_t offset, size_t n) {
   if (!HasItems(n)) return Underflow(offset);
   const size_t first = stack_.size() - n;
-  MakeTuple(first, first);
-  return absl::OkStatus();
+  return MakeTuple(offset, first, first);
 }
 
 inline absl::Status SymbolicStack::MarkedTuple(uint64_t offset) {
   size_t mark = 0;
   absl::Status status = PopToMark(offset, &mark);
-  if (status.ok()) MakeTuple(mark, mark + 1);
-  return status;
+  if (!status.ok()) return status;
+  return MakeTuple(offset, mark, mark + 1);
 }
 
 // LIST and FROZENSET.
@@ -684,6 +738,9 @@ absl::Status SymbolicStack::Reduce(uint64_t offset) {
     if (callable.klass == kGlobalNumpyDtype ||
         callable.klass == kGlobalStringDtypeFn) {
       // A new dtype object (invariant 5).
+      if (!Reserve(&dtypes_, dtypes_.size() + 1)) {
+        return OverBudget("the table of dtypes", offset);
+      }
       result.kind = Tag::kDtype;
       result.aux = static_cast<uint32_t>(dtypes_.size());
       dtypes_.emplace_back();
@@ -863,6 +920,8 @@ absl::Status SymbolicStack::Build(uint64_t offset, Event* event) {
 absl::Status SymbolicStack::Apply(const PickleOp& op, Event* event) {
   *event = Event::kNone;
   const uint64_t offset = op.offset;
+  absl::Status room = RoomForPush(offset);
+  if (!room.ok()) return room;
   switch (op.code) {
     case kProto:
       return absl::OkStatus();
@@ -993,6 +1052,11 @@ absl::Status SymbolicStack::Run(PickleScanner* scanner, PickleOp* op,
     // opcode of at most 9 bytes lies inside the limit here, so only the
     // counted strings need a length check.
     const uint64_t pos = scanner->position();
+    if (stack_.size() == stack_.capacity() ||
+        marks_.size() == marks_.capacity()) {
+      absl::Status status = GrowForPush(pos);
+      if (!status.ok()) return status;
+    }
     const uint64_t room = scanner->opcode_limit() - pos;
     if (room >= 9) {
       uint64_t length = 1;

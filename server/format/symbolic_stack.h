@@ -33,8 +33,9 @@
 //  3. memo_count_ is the number of distinct memo indices set, which is
 //     what MEMOIZE uses as its index (like the C unpickler's memo_len).
 //  4. Only tags that can matter (see Relevant() in the .cc) are kept in the
-//     memo; other memo entries are remembered as "set" only, so memory stays
-//     small for skeletons with millions of memoized objects. A shape tuple
+//     memo; other memo entries are remembered as "set" only (one byte each
+//     for the usual dense indices), so memory stays small for skeletons
+//     with millions of memoized objects. A shape tuple
 //     is relevant, so a wrapper state that refers to another wrapper's
 //     shape with GET still finds its dims; an int tuple that was first
 //     pickled anywhere but as a 'shape' value is not (joblib never shares
@@ -48,18 +49,27 @@
 //  6. shape_dims_ and dtypes_ only grow; tags refer to them by index, so
 //     a reallocation invalidates nothing. They grow by one record per
 //     'shape' value and per dtype object, like memo_tags_ by one tag per
-//     memoized relevant object.
+//     memo index that ever held a relevant object.
+//  7. Everything the stack allocates is charged to budget_: the capacity
+//     of every vector, kHashNodeBytes per hash map entry. A vector grows
+//     only through Reserve(), which charges first, so the stack never holds
+//     more than the budget's limit (plus, while a vector moves, its old
+//     copy). Before each opcode stack_ and marks_ have room for one more
+//     entry, the most any opcode pushes; an opcode that needs more memory
+//     than the budget has fails with IndexMemoryExceeded.
 //
 // Not thread-safe.
 #ifndef PERSISTD_SERVER_FORMAT_SYMBOLIC_STACK_H_
 #define PERSISTD_SERVER_FORMAT_SYMBOLIC_STACK_H_
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <unordered_map>
 #include <vector>
 
 #include "absl/status/status.h"
+#include "server/format/pickle_limits.h"
 #include "server/format/pickle_scanner.h"
 
 namespace persistd {
@@ -143,7 +153,11 @@ class SymbolicStack {
     kStop,          // op was STOP: see stopped()
   };
 
-  SymbolicStack() = default;
+  // Charges what it allocates to `budget`, which must outlive it (and may
+  // be shared with the caller's own allocations).
+  explicit SymbolicStack(MemoryBudget* budget);
+  // With a budget of its own of PickleLimits::kDefaultMaxIndexMemory.
+  SymbolicStack();
   SymbolicStack(const SymbolicStack&) = delete;
   SymbolicStack& operator=(const SymbolicStack&) = delete;
 
@@ -181,6 +195,26 @@ class SymbolicStack {
     tag.start = start;
     return tag;
   }
+  // Gives stack_ and marks_ room for one more entry (invariant 7).
+  absl::Status RoomForPush(uint64_t offset) {
+    if (stack_.size() < stack_.capacity() &&
+        marks_.size() < marks_.capacity()) {
+      return absl::OkStatus();
+    }
+    return GrowForPush(offset);
+  }
+  absl::Status GrowForPush(uint64_t offset);
+  // Makes room for `n` elements in *v, charging budget_ for the capacity
+  // it adds; false when the budget does not allow it.
+  template <typename T>
+  bool Reserve(std::vector<T>* v, size_t n);
+  // Charges one hash map entry; false when the budget does not allow it.
+  bool ChargeHashNode() {
+    return budget_->TryCharge(MemoryBudget::kHashNodeBytes);
+  }
+  absl::Status OverBudget(absl::string_view what, uint64_t offset) const {
+    return IndexMemoryExceeded(budget_->limit(), what, offset);
+  }
   // Whether the top `n` entries exist and none is a mark.
   bool HasItems(size_t n) const {
     return stack_.size() >= n &&
@@ -214,10 +248,12 @@ class SymbolicStack {
 
   // Replaces stack_[result] (the mark or the first item) and everything
   // above it by the tuple of the items from `first` on.
-  void MakeTuple(size_t result, size_t first);
-  // Appends the n non-negative ints at `e` to shape_dims_ and returns the
-  // reference a kTupShape tuple keeps; 0 if they are not all such ints.
-  int64_t RecordShape(const SymbolicTag* e, size_t n);
+  absl::Status MakeTuple(uint64_t offset, size_t result, size_t first);
+  // Appends the n non-negative ints at `e` to shape_dims_ and sets *ref to
+  // the reference a kTupShape tuple keeps; 0 if they are not all such
+  // ints. Fails only when the budget does not allow it.
+  absl::Status RecordShape(uint64_t offset, const SymbolicTag* e, size_t n,
+                           int64_t* ref);
   void UpdateDict(SymbolicTag* dict, size_t first);
 
   // One numpy.dtype object: what its REDUCE args and BUILD state said.
@@ -237,10 +273,15 @@ class SymbolicStack {
   std::vector<SymbolicTag> stack_;
   std::vector<size_t> marks_;
 
-  // Memo: index -> 0 unset, 1 set (irrelevant), k >= 2: memo_tags_[k - 2].
-  // Dense for the usual 0, 1, 2, ... indices; sparse beyond.
-  std::vector<uint32_t> memo_dense_;
-  std::unordered_map<uint64_t, uint32_t> memo_sparse_;
+  // Memo: index -> kMemoUnset, kMemoSet (an irrelevant object) or
+  // kMemoRelevant (its tag is memo_tags_[memo_relevant_[index]]). Dense
+  // for the usual 0, 1, 2, ... indices; sparse beyond. memo_relevant_ may
+  // keep the slot of an index that now holds an irrelevant object: a later
+  // relevant one at that index reuses it.
+  enum MemoCode : uint8_t { kMemoUnset = 0, kMemoSet = 1, kMemoRelevant = 2 };
+  std::vector<uint8_t> memo_dense_;
+  std::unordered_map<uint64_t, uint8_t> memo_sparse_;
+  std::unordered_map<uint64_t, uint32_t> memo_relevant_;
   std::vector<SymbolicTag> memo_tags_;
   uint64_t memo_count_ = 0;
 
@@ -250,6 +291,9 @@ class SymbolicStack {
 
   WrapperBuild build_;
   SymbolicTag stopped_;
+
+  std::unique_ptr<MemoryBudget> own_budget_;  // when none was given
+  MemoryBudget* const budget_;
 };
 
 }  // namespace persistd

@@ -108,6 +108,102 @@ TEST(SymbolicStackTest, MemoizeUsesTheNumberOfEntriesNotTheLargestIndex) {
                   .ok());
 }
 
+// A pickle of `n` copies of `op` after PROTO 4, then STOP.
+std::string Repeated(absl::string_view op, size_t n) {
+  std::string pickle = "\x80\x04";
+  pickle.reserve(2 + op.size() * n + 1);
+  for (size_t i = 0; i < n; ++i) pickle.append(op.data(), op.size());
+  pickle += '.';
+  return pickle;
+}
+
+// Runs `pickle` (Apply and Run) with a budget of `limit` bytes; expects it
+// refused for memory, within the budget.
+void ExpectRefusedWithin(const std::string& pickle, uint64_t limit) {
+  for (bool run : {false, true}) {
+    SCOPED_TRACE(run ? "Run" : "Apply");
+    MemoryBudget budget(limit);
+    SymbolicStack stack(&budget);
+    PickleScanner scanner(pickle);
+    absl::Status status;
+    SymbolicStack::Event event = SymbolicStack::Event::kNone;
+    while (status.ok() && event != SymbolicStack::Event::kStop) {
+      PickleOp op;
+      if (run) {
+        status = stack.Run(&scanner, &op, &event);
+      } else {
+        status = scanner.Next(&op);
+        if (status.ok()) status = stack.Apply(op, &event);
+      }
+    }
+    EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << status;
+    EXPECT_NE(status.message().find("--max-pickle-memory"), std::string::npos)
+        << status;
+    EXPECT_LE(budget.used(), limit);
+  }
+}
+
+TEST(SymbolicStackTest, RefusesMarkAndEmptyListBombsWithinTheBudget) {
+  // 945 bytes of zstd hold 30M MARKs; an unbounded stack took 1.2 GB.
+  ExpectRefusedWithin(Repeated("(", 1 << 20), 1 << 20);
+  ExpectRefusedWithin(Repeated("]", 1 << 20), 1 << 20);
+  ExpectRefusedWithin(Repeated("N", 1 << 20), 1 << 20);
+}
+
+TEST(SymbolicStackTest, TheDefaultBudgetRefusesAMarkBomb) {
+  // 4M MARKs would take 160 MB of stack and marks; the default budget is
+  // PickleLimits::kDefaultMaxIndexMemory.
+  std::vector<uint64_t> events;
+  absl::Status status = RunAll(Repeated("(", 4 << 20), &events);
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << status;
+  EXPECT_NE(status.message().find("32 MiB"), std::string::npos) << status;
+}
+
+TEST(SymbolicStackTest, RefusesMemoBombsWithinTheBudget) {
+  // Millions of memo entries of an irrelevant object.
+  ExpectRefusedWithin("\x80\x04N" + Repeated("\x94", 4 << 20).substr(2),
+                      1 << 20);
+  // Relevant objects ('shape') memoized at ever new indices.
+  ExpectRefusedWithin(
+      "\x80\x04\x8c\x05shape" + Repeated("\x94", 1 << 20).substr(2),
+      1 << 20);
+  // Sparse indices: each hash map entry is charged.
+  std::string sparse = "\x80\x04N";
+  for (uint32_t i = 0; i < (1 << 18); ++i) {
+    const uint32_t index = 0x40000000u + i * 7919u;
+    sparse += 'r';
+    sparse.append(reinterpret_cast<const char*>(&index), 4);  // little-endian
+  }
+  sparse += '.';
+  ExpectRefusedWithin(sparse, 1 << 20);
+}
+
+TEST(SymbolicStackTest, LargeMemoIndicesDoNotBuyALargeTable) {
+  // LONG_BINPUT at 4095, 8191, ... each doubled the dense memo table: 27
+  // opcodes made it 512 MB. Now they stay sparse, and are still found.
+  std::string pickle = "\x80\x04N";
+  for (int bit = 12; bit <= 30; ++bit) {
+    const uint32_t index = (uint32_t{1} << bit) - 1;
+    pickle += 'r';
+    pickle.append(reinterpret_cast<const char*>(&index), 4);
+  }
+  const uint32_t last = (uint32_t{1} << 30) - 1;
+  pickle += 'j';
+  pickle.append(reinterpret_cast<const char*>(&last), 4);
+  pickle += "0.";
+  MemoryBudget budget(1 << 20);
+  SymbolicStack stack(&budget);
+  PickleScanner scanner(pickle);
+  PickleOp op;
+  SymbolicStack::Event event;
+  absl::Status status;
+  do {
+    status = stack.Run(&scanner, &op, &event);
+  } while (status.ok() && event != SymbolicStack::Event::kStop);
+  EXPECT_TRUE(status.ok()) << status;
+  EXPECT_LT(budget.used(), 64u << 10);
+}
+
 TEST(SymbolicStackTest, PopRemovesAMarkLikeTheCUnpickler) {
   std::vector<uint64_t> events;
   EXPECT_TRUE(ApplyAll("N(0.", &events).ok());

@@ -12,12 +12,15 @@
 #include <chrono>
 #include <cstdlib>
 #include <memory>
+#include <optional>
 #include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "server/codec/codec.h"
 #include "server/format/joblib_reader.h"
+#include "server/format/pickle_limits.h"
 #include "server/format/pickle_opcodes.h"
 #include "server/format/pickle_scanner.h"
 #include "server/format/symbolic_stack.h"
@@ -29,6 +32,8 @@ namespace persistd {
 
 namespace {
 
+PickleLimits default_build_limits;  // see SetDefaultBuildLimits
+
 // How much of the source one pread reads: large enough that syscalls do
 // not matter, small enough to stay in cache while the decoder reads it.
 constexpr size_t kReadSize = size_t{2} << 20;
@@ -38,8 +43,6 @@ constexpr size_t kReadSize = size_t{2} << 20;
 // fail on a nearly full disk, and cost a millisecond per small build).
 constexpr uint64_t kMinPreallocate = uint64_t{64} << 10;
 constexpr uint64_t kPreallocateStep = uint64_t{64} << 20;
-// Unclassified decoded bytes gathered before the layout is probed again.
-constexpr uint64_t kMinProbeBytes = uint64_t{64} << 10;
 // joblib < 0.10 'ZF' header: 'ZF' + the hex length padded to 19 bytes, one
 // more space for py2 joblib <= 0.8.4.
 constexpr size_t kZFileMaxLen = 19;
@@ -283,75 +286,174 @@ class SegmentWriter {
 };
 
 
-// What a probe of a stream prefix found.
-struct Probe {
+// Finds the raw arrays of a joblib stream while its bytes arrive, as
+// IndexJoblibStream finds them (it stays the authority: the build checks
+// its result against this one), without the array data: that is skipped,
+// never read, so the buffer may hold zeros there. Each Advance resumes
+// where the last one stopped, so the stream is scanned once however it is
+// cut, and a byte that makes the stream invalid is reported as soon as it
+// has arrived -- not after the rest of a decompression bomb has.
+//
+// Invariant: everything before frontier_ is classified: pickle opcodes
+// (and padding and object-array pickles) or the data of arrays_, which are
+// in stream order; frontier_ may lie past the bytes seen when the last
+// array's data does. step_ says what comes at frontier_ (or, for kPickle,
+// at scanner_'s position, which is frontier_ after each Advance).
+class LayoutProbe {
+ public:
   struct Array {
     uint64_t start;
     uint64_t length;
   };
-  std::vector<Array> arrays;  // raw arrays, in stream order
-  // Everything before `frontier` is classified: pickle opcodes (and padding
-  // and object-array pickles) or raw array data. It may lie past the prefix
-  // when the last array's data does.
-  uint64_t frontier = 0;
-  bool stopped = false;  // the top-level STOP was seen, ending at frontier
-};
 
-// Finds the raw arrays of the joblib stream whose first `prefix.size()`
-// bytes are `prefix`, as IndexJoblibStream does (it stays the authority:
-// its result is checked against this one), without needing the array data:
-// it is skipped, never read, so `prefix` may hold zeros there. Stops at the
-// first thing it cannot classify yet (an opcode or an object-array pickle
-// cut by the end of the prefix) or at all (corruption, which the indexer
-// reports).
-Probe ProbeLayout(absl::string_view prefix) {
-  Probe probe;
-  const uint64_t size = prefix.size();
-  PickleScanner scanner(prefix);
-  SymbolicStack stack;
-  PickleOp op;
-  while (true) {
-    SymbolicStack::Event event;
-    if (!stack.Run(&scanner, &op, &event).ok()) {
-      probe.frontier = scanner.position();
-      return probe;
-    }
-    if (event == SymbolicStack::Event::kStop) {
-      probe.frontier = op.end();
-      probe.stopped = true;
-      return probe;
-    }
-    if (event != SymbolicStack::Event::kWrapperBuild) continue;
-    const WrapperBuild& build = stack.build();
-    if (build.klass != WrapperClass::kNumpyArrayWrapper) continue;
-    uint64_t pos = op.end();
-    probe.frontier = pos;
-    if (scanner.InFrame()) return probe;
-    const ArrayLayout& layout = build.layout;
-    if (layout.object) {
-      PickleScanner nested(prefix, pos);
-      PickleOp inner;
-      do {
-        if (!nested.Next(&inner).ok()) return probe;
-      } while (inner.code != pickle_op::kStop);
-      scanner.Seek(inner.end());
-      continue;
-    }
-    if (layout.padded) {
-      if (pos >= size) return probe;
-      const uint8_t pad = static_cast<uint8_t>(prefix[pos]);
-      if (pad < 1 || pad > layout.alignment || pad > size - pos - 1) {
-        return probe;
+  explicit LayoutProbe(const PickleLimits& limits)
+      : budget_(limits.max_index_memory), stack_(&budget_) {}
+  LayoutProbe(const LayoutProbe&) = delete;
+  LayoutProbe& operator=(const LayoutProbe&) = delete;
+
+  // Continues over `prefix`, the stream received so far: the prefix of the
+  // last call and what arrived since. OK when it has classified all it can
+  // and needs more bytes (or has seen the STOP); otherwise the error the
+  // stream has whatever follows, as the indexer words it.
+  absl::Status Advance(absl::string_view prefix) {
+    scanner_.Rebase(prefix);
+    if (nested_) nested_->Rebase(prefix);
+    const uint64_t size = prefix.size();
+    while (!stopped_) {
+      switch (step_) {
+        case Step::kStart: {
+          absl::Status status = CheckPickleStart(prefix);
+          if (!status.ok()) return status;
+          if (size < 2) return absl::OkStatus();  // the protocol may follow
+          step_ = Step::kPickle;
+          break;
+        }
+        case Step::kPickle: {
+          absl::Status status = Pickle();
+          frontier_ = std::max(frontier_, scanner_.position());
+          if (!status.ok()) {
+            return scanner_.truncated() ? absl::OkStatus() : status;
+          }
+          break;
+        }
+        case Step::kObjectStream: {
+          PickleOp inner;
+          absl::Status status = nested_->Next(&inner);
+          if (!status.ok()) {
+            if (nested_->truncated()) return absl::OkStatus();
+            return absl::DataLossError(absl::StrCat(
+                status.message(), " (in the object array stream that starts "
+                                  "at offset ", frontier_, ")"));
+          }
+          if (inner.code == pickle_op::kStop) {
+            scanner_.Seek(inner.end());
+            frontier_ = inner.end();
+            nested_.reset();
+            step_ = Step::kPickle;
+          }
+          break;
+        }
+        case Step::kPadding: {
+          const uint64_t pos = frontier_;
+          if (pos >= size) return absl::OkStatus();
+          const uint8_t pad = static_cast<uint8_t>(prefix[pos]);
+          if (pad < 1 || pad > layout_.alignment) {
+            return absl::DataLossError(absl::StrFormat(
+                "invalid array padding length %d at offset %d", pad, pos));
+          }
+          if (pad > size - pos - 1) return absl::OkStatus();
+          for (uint64_t i = pos + 1; i <= pos + pad; ++i) {
+            if (static_cast<uint8_t>(prefix[i]) != 0xff) {
+              return absl::DataLossError(absl::StrFormat(
+                  "invalid array padding byte at offset %d", i));
+            }
+          }
+          absl::Status status = StartData(pos + 1 + pad);
+          if (!status.ok()) return status;
+          break;
+        }
+        case Step::kData: {
+          const Array& a = arrays_.back();
+          if (a.length > size - std::min(size, a.start)) {
+            return absl::OkStatus();  // its data is still coming
+          }
+          scanner_.Seek(a.start + a.length);
+          step_ = Step::kPickle;
+          break;
+        }
       }
-      pos += 1 + pad;
     }
-    if (layout.too_large) return probe;
-    probe.arrays.push_back({pos, layout.nbytes});
-    probe.frontier = pos + layout.nbytes;
-    if (layout.nbytes > size - pos) return probe;  // its data is still coming
-    scanner.Seek(pos + layout.nbytes);
+    return absl::OkStatus();
   }
-}
+
+  const std::vector<Array>& arrays() const { return arrays_; }
+  uint64_t frontier() const { return frontier_; }
+  bool stopped() const { return stopped_; }
+
+ private:
+  enum class Step { kStart, kPickle, kObjectStream, kPadding, kData };
+
+  // Runs the pickle to its next array (then sets step_ for the data), its
+  // STOP, or an error.
+  absl::Status Pickle() {
+    while (true) {
+      PickleOp op;
+      SymbolicStack::Event event;
+      absl::Status status = stack_.Run(&scanner_, &op, &event);
+      if (!status.ok()) return status;
+      if (event == SymbolicStack::Event::kStop) {
+        stopped_ = true;
+        return absl::OkStatus();
+      }
+      if (event != SymbolicStack::Event::kWrapperBuild) continue;
+      const WrapperBuild& build = stack_.build();
+      if (build.klass != WrapperClass::kNumpyArrayWrapper) continue;
+      if (scanner_.InFrame()) {
+        return PickleCorrupt(
+            "the frame does not end at the NumpyArrayWrapper's BUILD",
+            op.offset);
+      }
+      layout_ = build.layout;
+      build_end_ = op.end();
+      frontier_ = build_end_;
+      if (layout_.object) {
+        nested_.emplace(scanner_.data(), build_end_);
+        step_ = Step::kObjectStream;
+        return absl::OkStatus();
+      }
+      if (layout_.padded) {
+        step_ = Step::kPadding;
+        return absl::OkStatus();
+      }
+      return StartData(build_end_);
+    }
+  }
+
+  // The raw data of the current wrapper starts at `start`.
+  absl::Status StartData(uint64_t start) {
+    if (layout_.too_large || layout_.nbytes > UINT64_MAX - start) {
+      return ArrayDataPastEnd(build_end_);
+    }
+    if (!ReserveCharged(&budget_, &arrays_, arrays_.size() + 1)) {
+      return IndexMemoryExceeded(budget_.limit(), "the list of arrays", start);
+    }
+    arrays_.push_back({start, layout_.nbytes});
+    frontier_ = start + layout_.nbytes;
+    step_ = Step::kData;
+    return absl::OkStatus();
+  }
+
+  MemoryBudget budget_;
+  SymbolicStack stack_;
+  PickleScanner scanner_{absl::string_view()};
+  std::optional<PickleScanner> nested_;  // kObjectStream only
+  Step step_ = Step::kStart;
+  ArrayLayout layout_;      // the wrapper whose data comes next
+  uint64_t build_end_ = 0;  // where its BUILD ends
+  std::vector<Array> arrays_;
+  uint64_t frontier_ = 0;
+  bool stopped_ = false;
+};
 
 // Receives the decoded stream in order and lays it out in the segment as it
 // arrives, so the decompressed bytes are written once, straight from the
@@ -363,9 +465,11 @@ Probe ProbeLayout(absl::string_view prefix) {
 //    stream offset + the shift of the array before it, and also into a
 //    sparse copy of the stream (`stream_`) for the indexer, which reads only
 //    those bytes.
-// Which bytes are array data is learned by probing the stream prefix with
-// ProbeLayout; bytes not classified yet wait in `stream_` and are written
-// when a probe classifies them.
+// Which bytes are array data is learned by a LayoutProbe that follows the
+// stream as it arrives; bytes not classified yet wait in `stream_` and are
+// written when the probe classifies them. The pickle part (all but raw
+// array data) may not outgrow limits.max_pickle_bytes, and the probe's
+// memory is bounded by limits.max_index_memory.
 //
 // In raw mode (LoadRequest.raw) everything is written at its offset.
 //
@@ -373,6 +477,7 @@ Probe ProbeLayout(absl::string_view prefix) {
 // written to the segment (array data only there; the rest also in stream_);
 // bytes in [frontier_, received_) are in stream_ only. When frontier_ >
 // received_, [received_, frontier_) is the rest of arrays_.back().
+// array_bytes_ is the total length of arrays_.
 class LayoutSink : public ByteSink {
  public:
   struct Array {
@@ -381,45 +486,65 @@ class LayoutSink : public ByteSink {
     uint64_t shift;
   };
 
-  LayoutSink(SegmentWriter* writer, bool raw) : writer_(writer) {
+  LayoutSink(SegmentWriter* writer, bool raw, const PickleLimits& limits)
+      : writer_(writer), limits_(limits) {
     if (raw) {
       arrays_.push_back({0, UINT64_MAX, 0});
       frontier_ = UINT64_MAX;
+    } else {
+      probe_ = std::make_unique<LayoutProbe>(limits);
     }
   }
 
   absl::Status Append(absl::string_view data) override {
     if (!error_.ok()) return error_;
     absl::Status status = AppendPieces(data);
-    if (status.ok()) status = Classify(/*force=*/false);
+    if (status.ok()) status = Classify();
     if (!status.ok()) error_ = status;
     return status;
   }
 
   absl::Status Finish() override { return absl::OkStatus(); }
 
-  // Probes the layout if anything is unclassified: with `force`, now;
-  // otherwise only once enough has arrived since the last probe (a probe
-  // rescans the pickle from its start, so probes are spaced by at least the
-  // pickle bytes they scan: linear work in all).
-  absl::Status Classify(bool force) {
+  // Lets the probe classify what has arrived. Returns the first error of
+  // the stream (or of the segment) as soon as it is known.
+  absl::Status Classify() {
     if (!error_.ok()) return error_;
-    if (stopped_ || unknown_ == 0) return absl::OkStatus();
-    if (!force && unknown_ < probe_threshold_) return absl::OkStatus();
+    if (stopped_ || frontier_ >= received_ || probe_ == nullptr) {
+      return absl::OkStatus();
+    }
     absl::Status status = stream_.Reserve(received_);
     if (!status.ok()) return error_ = status;
-    Probe probe = ProbeLayout(stream_.view(0, received_));
-    status = Apply(probe);
+    status = probe_->Advance(stream_.view(0, received_));
+    if (status.ok()) {
+      // Array bytes not received yet are not in received_ either.
+      const uint64_t missing =
+          frontier_ > received_ ? frontier_ - received_ : 0;
+      const uint64_t pickle_bytes = received_ - (array_bytes_ - missing);
+      if (pickle_bytes > limits_.max_pickle_bytes) {
+        status = PickleBytesExceeded(limits_.max_pickle_bytes, received_);
+      }
+    }
+    if (!status.ok()) {
+      content_error_ = true;
+      return error_ = status;
+    }
+    status = Apply();
     if (!status.ok()) error_ = status;
     return status;
   }
+
+  // Frees the probe (its stack and memo) once the stream is all here, so
+  // that the indexer does not need memory beside it.
+  void DropProbe() { probe_.reset(); }
 
   bool stopped() const { return stopped_; }
   // Whether the last byte received is a STOP opcode: a stream that ends
   // like this may end the pickle.
   bool last_byte_is_stop() const { return last_byte_ == pickle_op::kStop; }
   const absl::Status& error() const { return error_; }
-  bool consistent() const { return consistent_; }
+  // Whether error() is about the stream's content, not the segment.
+  bool content_error() const { return content_error_; }
   uint64_t received() const { return received_; }
   uint64_t frontier() const { return frontier_; }
   const std::vector<Array>& arrays() const { return arrays_; }
@@ -454,7 +579,6 @@ class LayoutSink : public ByteSink {
         status = writer_->WriteAt(x + a.shift, data.substr(0, n));
       } else if (!stopped_) {
         status = stream_.WriteAt(x, data);
-        unknown_ += n;
       }  // else: after the STOP, not part of the value
       if (!status.ok()) return status;
       received_ += n;
@@ -463,51 +587,31 @@ class LayoutSink : public ByteSink {
     return absl::OkStatus();
   }
 
-  // Writes what `probe` classified beyond frontier_.
-  absl::Status Apply(const Probe& probe) {
-    // Arrays found before must be found again, the same.
-    size_t known = 0;
-    for (const Array& a : arrays_) {
-      if (known >= probe.arrays.size() ||
-          probe.arrays[known].start != a.start ||
-          probe.arrays[known].length != a.length) {
-        consistent_ = false;
-        break;
-      }
-      ++known;
-    }
-    if (!consistent_) {
-      // Keep everything as unclassified; the build falls back.
-      unknown_ = 0;
-      probe_threshold_ = UINT64_MAX;
-      return absl::OkStatus();
-    }
+  // Writes what the probe classified beyond frontier_.
+  absl::Status Apply() {
+    const std::vector<LayoutProbe::Array>& found = probe_->arrays();
     uint64_t shift = arrays_.empty() ? 0 : arrays_.back().shift;
-    for (size_t i = known; i < probe.arrays.size(); ++i) {
-      const Probe::Array& found = probe.arrays[i];
+    for (size_t i = arrays_.size(); i < found.size(); ++i) {
+      const LayoutProbe::Array& a = found[i];
       // Pickle bytes before the array keep the current shift.
-      absl::Status status = WriteFromStream(frontier_, found.start, shift);
+      absl::Status status = WriteFromStream(frontier_, a.start, shift);
       if (!status.ok()) return status;
-      shift = AlignUp(found.start + shift) - found.start;
-      const uint64_t end = found.start + found.length;
-      status = WriteFromStream(found.start, end, shift);
+      shift = AlignUp(a.start + shift) - a.start;
+      const uint64_t end = a.start + a.length;
+      status = WriteFromStream(a.start, end, shift);
       if (!status.ok()) return status;
-      stream_.Release(found.start, std::min(end, received_));
-      arrays_.push_back({found.start, found.length, shift});
+      stream_.Release(a.start, std::min(end, received_));
+      arrays_.push_back({a.start, a.length, shift});
+      array_bytes_ += a.length;
       frontier_ = end;
     }
-    if (probe.frontier > frontier_) {
-      absl::Status status = WriteFromStream(frontier_, probe.frontier, shift);
+    if (probe_->frontier() > frontier_) {
+      absl::Status status =
+          WriteFromStream(frontier_, probe_->frontier(), shift);
       if (!status.ok()) return status;
-      frontier_ = probe.frontier;
+      frontier_ = probe_->frontier();
     }
-    stopped_ = probe.stopped;
-    unknown_ = frontier_ < received_ ? received_ - frontier_ : 0;
-    // What the probe scanned: the non-array bytes before the frontier (the
-    // arrays lie wholly before it).
-    uint64_t array_bytes = 0;
-    for (const Array& a : arrays_) array_bytes += a.length;
-    probe_threshold_ = std::max(kMinProbeBytes, frontier_ - array_bytes);
+    stopped_ = probe_->stopped();
     return absl::OkStatus();
   }
 
@@ -519,16 +623,17 @@ class LayoutSink : public ByteSink {
   }
 
   SegmentWriter* const writer_;
+  const PickleLimits limits_;
+  std::unique_ptr<LayoutProbe> probe_;  // null in raw mode
   GrowableBuffer stream_;  // the decoded stream, sparse: consumed pages are released
   std::vector<Array> arrays_;
+  uint64_t array_bytes_ = 0;
   uint64_t received_ = 0;
   uint64_t frontier_ = 0;
-  uint64_t unknown_ = 0;  // bytes in [frontier_, received_) not yet probed
-  uint64_t probe_threshold_ = kMinProbeBytes;
   uint8_t last_byte_ = 0;
   bool stopped_ = false;
-  bool consistent_ = true;
   absl::Status error_;
+  bool content_error_ = false;
 };
 
 // What the first bytes of a source say.
@@ -599,6 +704,7 @@ void AddArray(const LoadArrayLocation& loc, v1::Codec codec,
 // decoded stream in memory, then the pieces written.
 absl::StatusOr<v1::LoadReply> BuildInMemory(const SegmentSource& source,
                                             const SourceHead& head,
+                                            const PickleLimits& limits,
                                             SegmentWriter* writer,
                                             uint64_t* segment_size) {
   const std::string& name = source.display_name;
@@ -629,7 +735,7 @@ absl::StatusOr<v1::LoadReply> BuildInMemory(const SegmentSource& source,
              DetectCodec(compressed.substr(used)) == codec);
     stream = decoded.view();
   }
-  absl::StatusOr<IndexedStream> indexed = IndexJoblibStream(stream);
+  absl::StatusOr<IndexedStream> indexed = IndexJoblibStream(stream, limits);
   if (!indexed.ok()) return Annotate(name, indexed.status());
   if (head.codec == v1::CODEC_NONE) {
     index.set_trailing_bytes(stream.size() - indexed->end_offset);
@@ -668,6 +774,12 @@ absl::StatusOr<v1::LoadReply> BuildInMemory(const SegmentSource& source,
 
 }  // namespace
 
+void SetDefaultBuildLimits(const PickleLimits& limits) {
+  default_build_limits = limits;
+}
+
+const PickleLimits& DefaultBuildLimits() { return default_build_limits; }
+
 absl::StatusOr<v1::LoadReply> BuildSegment(const SegmentSource& source,
                                            const std::string& segment_path,
                                            uint64_t* segment_size) {
@@ -698,7 +810,9 @@ absl::StatusOr<v1::LoadReply> BuildSegmentInto(const SegmentSource& source,
   FileSource input(source.fd, head->stream_start, source.size, name,
                    codec != Codec::kNone &&
                        MostlyUncached(source.fd, 0, source.size));
-  LayoutSink sink(&writer, source.raw);
+  const PickleLimits limits =
+      source.limits != nullptr ? *source.limits : DefaultBuildLimits();
+  LayoutSink sink(&writer, source.raw, limits);
   // Uncompressed: stop reading at the pickle's STOP. Compressed: decode the
   // streams joblib's readers would (DecodeAll), but no stream after the one
   // holding the STOP, so values written one after another into one file
@@ -718,21 +832,21 @@ absl::StatusOr<v1::LoadReply> BuildSegmentInto(const SegmentSource& source,
   const bool raw = source.raw;
   auto another = [&sink, raw] {
     if (raw) return true;
-    // Probing rescans the pickle: only where the stream may have ended it.
-    return sink.Classify(/*force=*/sink.last_byte_is_stop()).ok() && !sink.stopped();
+    return sink.Classify().ok() && !sink.stopped();
   };
   ByteSource* in = (codec == Codec::kNone && !raw) ? static_cast<ByteSource*>(&stopping)
                                                    : &input;
   uint64_t consumed = 0;
   absl::Status status = DecodeAllFrom(codec, in, &sink, &consumed, another);
-  if (status.ok()) status = sink.Classify(/*force=*/true);
+  if (status.ok()) status = sink.Classify();
   if (!status.ok()) {
-    // Read errors name the source, sink errors the segment; the rest comes
-    // from the codec and is about the source's content.
+    // Read errors name the source, segment errors the segment; the rest
+    // (the codec's and the probe's) is about the source's content.
     if (!input.error().ok()) return input.error();
-    if (!sink.error().ok()) return sink.error();
+    if (!sink.error().ok() && !sink.content_error()) return sink.error();
     return Annotate(name, status);
   }
+  sink.DropProbe();
 
   v1::LoadReply index;
   index.set_format(head->format);
@@ -748,15 +862,14 @@ absl::StatusOr<v1::LoadReply> BuildSegmentInto(const SegmentSource& source,
   } else {
     absl::StatusOr<absl::string_view> stream = sink.SparseStream();
     if (!stream.ok()) return stream.status();
-    absl::StatusOr<IndexedStream> indexed = IndexJoblibStream(*stream);
+    absl::StatusOr<IndexedStream> indexed = IndexJoblibStream(*stream, limits);
     if (!indexed.ok()) return Annotate(name, indexed.status());
     if (codec == Codec::kNone) {
       index.set_trailing_bytes(stream_bytes - indexed->end_offset);
     }
     // The indexer is the authority: every raw array it found must be where
     // the probe put it, everything else classified and written.
-    bool agree = sink.consistent() && sink.stopped() &&
-                 sink.frontier() == indexed->end_offset;
+    bool agree = sink.stopped() && sink.frontier() == indexed->end_offset;
     size_t next_raw = 0;
     for (const LoadArrayLocation& loc : indexed->arrays) {
       if (!agree) break;
@@ -779,6 +892,14 @@ absl::StatusOr<v1::LoadReply> BuildSegmentInto(const SegmentSource& source,
       array->mutable_data()->set_length(loc.length);
     }
     if (!agree || next_raw != sink.arrays().size()) {
+      // Building in memory holds the file and the whole decoded stream:
+      // only within the pickle budget.
+      if (source.size + sink.received() > limits.max_pickle_bytes) {
+        return absl::InternalError(absl::StrCat(
+            name, ": the streamed layout disagrees with the index, and the "
+            "file is too large to build in memory (a bug: please report it "
+            "with the file)"));
+      }
       fprintf(stderr,
               "persistd: %s: the streamed layout disagrees with the index; "
               "building the segment in memory\n",
@@ -786,7 +907,7 @@ absl::StatusOr<v1::LoadReply> BuildSegmentInto(const SegmentSource& source,
       status = writer.Reset();
       if (!status.ok()) return status;
       absl::StatusOr<v1::LoadReply> built =
-          BuildInMemory(source, *head, &writer, segment_size);
+          BuildInMemory(source, *head, limits, &writer, segment_size);
       if (built.ok()) built->set_segment_path(segment_path);
       return built;
     }

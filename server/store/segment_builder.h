@@ -6,7 +6,10 @@
 // decoded stream is never held in memory whole: which bytes are array data
 // is learned by probing the pickle prefix as it arrives, and the joblib
 // indexer, run at the end over the non-array bytes, has the last word (a
-// disagreement falls back to building in memory). Segment pages are written
+// disagreement falls back to building in memory). The source is untrusted:
+// the stream fails at its first invalid byte, and what indexing may cost is
+// bounded by PickleLimits (a file that needs more is refused, naming the
+// daemon flag that raises the limit). Segment pages are written
 // in whole 2 MiB-aligned blocks, so the page cache holds them in huge-page
 // folios that clients map with one PMD each; the pages of a source that was
 // not cached are dropped behind the reader.
@@ -19,6 +22,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "proto/persistd.pb.h"
+#include "server/format/pickle_limits.h"
 
 namespace persistd {
 
@@ -31,7 +35,15 @@ struct SegmentSource {
   uint64_t size = 0;           // bytes to read
   std::string display_name;    // for error messages
   bool raw = false;            // decompress only (LoadRequest.raw)
+  // What indexing the stream may cost; null: DefaultBuildLimits().
+  const PickleLimits* limits = nullptr;
 };
+
+// The limits of builds whose source names none: the daemon's
+// --max-pickle-bytes and --max-pickle-memory. Set once at startup, before
+// any build runs (not synchronized); PickleLimits' defaults until then.
+void SetDefaultBuildLimits(const PickleLimits& limits);
+const PickleLimits& DefaultBuildLimits();
 
 // Writes the segment to `segment_path` (which must not exist) and returns
 // its index (segment_path, skeleton, arrays, codec, format,

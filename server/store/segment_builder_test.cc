@@ -1,0 +1,148 @@
+#include "server/store/segment_builder.h"
+
+#include <fcntl.h>
+#include <stdlib.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <string>
+
+#include "absl/strings/string_view.h"
+#include "gtest/gtest.h"
+#include "server/io/scoped_fd.h"
+
+namespace persistd {
+namespace {
+
+// A zstd frame written by hand: `raw` as raw blocks, then `count` copies of
+// `byte` as RLE blocks (4 bytes per 128 KiB), so a few KB of file decode to
+// gigabytes -- what a decompression bomb looks like.
+std::string ZstdBomb(absl::string_view raw, char byte, uint64_t count,
+                     absl::string_view tail = "") {
+  std::string out("\x28\xb5\x2f\xfd\x00\x38", 6);  // magic; 128 KiB window
+  constexpr uint64_t kBlock = 1 << 17;
+  struct Block {
+    int type;
+    uint64_t size;
+    std::string content;
+  };
+  std::vector<Block> blocks;
+  for (size_t i = 0; i < raw.size(); i += kBlock) {
+    absl::string_view piece = raw.substr(i, kBlock);
+    blocks.push_back({0, piece.size(), std::string(piece)});
+  }
+  for (uint64_t left = count; left > 0;) {
+    const uint64_t n = std::min(left, kBlock);
+    blocks.push_back({1, n, std::string(1, byte)});
+    left -= n;
+  }
+  if (!tail.empty()) blocks.push_back({0, tail.size(), std::string(tail)});
+  for (size_t i = 0; i < blocks.size(); ++i) {
+    const uint32_t header = (i + 1 == blocks.size() ? 1 : 0) |
+                            (blocks[i].type << 1) |
+                            static_cast<uint32_t>(blocks[i].size << 3);
+    out.append(reinterpret_cast<const char*>(&header), 3);  // little-endian
+    out += blocks[i].content;
+  }
+  return out;
+}
+
+class SegmentBuilderTest : public testing::Test {
+ protected:
+  void SetUp() override {
+    char name[] = "/tmp/persistd_builder_test.XXXXXX";
+    ASSERT_NE(::mkdtemp(name), nullptr);
+    dir_ = name;
+  }
+  void TearDown() override {
+    std::string command = "rm -rf " + dir_;
+    ASSERT_EQ(::system(command.c_str()), 0);
+  }
+
+  // Builds a segment from a file holding `contents`.
+  absl::StatusOr<v1::LoadReply> Build(const std::string& contents,
+                                      const PickleLimits* limits = nullptr) {
+    const std::string source = dir_ + "/source";
+    {
+      ScopedFd out(::open(source.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600));
+      EXPECT_EQ(::write(out.get(), contents.data(), contents.size()),
+                static_cast<ssize_t>(contents.size()));
+    }
+    ScopedFd fd(::open(source.c_str(), O_RDONLY));
+    SegmentSource src;
+    src.fd = fd.get();
+    src.size = contents.size();
+    src.display_name = "source";
+    src.limits = limits;
+    uint64_t size = 0;
+    return BuildSegment(src, dir_ + "/" + std::to_string(++builds_) + ".seg",
+                        &size);
+  }
+
+  std::string dir_;
+  int builds_ = 0;
+};
+
+// Peak resident memory of this process so far, in bytes.
+uint64_t PeakRss() {
+  rusage usage;
+  ::getrusage(RUSAGE_SELF, &usage);
+  return static_cast<uint64_t>(usage.ru_maxrss) * 1024;
+}
+
+TEST_F(SegmentBuilderTest, AStreamFailsAtItsFirstInvalidByte) {
+  // 4 GiB of zeros after a PROTO: opcode 0x00 at offset 2 is invalid, and
+  // decoding must stop there -- not hold the 4 GiB in memory until the
+  // end, as it did.
+  const uint64_t before = PeakRss();
+  const auto started = std::chrono::steady_clock::now();
+  absl::StatusOr<v1::LoadReply> built =
+      Build(ZstdBomb("\x80\x04", '\0', uint64_t{4} << 30));
+  const double seconds = std::chrono::duration<double>(
+                             std::chrono::steady_clock::now() - started)
+                             .count();
+  EXPECT_EQ(built.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_NE(built.status().message().find("unknown opcode 0x00 at offset 2"),
+            std::string::npos)
+      << built.status();
+  EXPECT_LT(PeakRss() - before, uint64_t{64} << 20);
+  EXPECT_LT(seconds, 2.0);
+  // Zeros from the first byte: not a pickle at all.
+  built = Build(ZstdBomb("", '\0', uint64_t{1} << 30));
+  EXPECT_EQ(built.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(built.status().message().find("not a pickle"), std::string::npos);
+  EXPECT_LT(PeakRss() - before, uint64_t{64} << 20);
+}
+
+TEST_F(SegmentBuilderTest, MarkBombIsRefusedWithinTheBudget) {
+  // 30M MARKs in about 1 KB of zstd took the daemon to 1.2 GB.
+  const uint64_t before = PeakRss();
+  absl::StatusOr<v1::LoadReply> built =
+      Build(ZstdBomb("\x80\x04", '(', 30000000, "."));
+  EXPECT_EQ(built.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(built.status().message().find("--max-pickle-memory"),
+            std::string::npos)
+      << built.status();
+  EXPECT_LT(PeakRss() - before, uint64_t{64} << 20);
+}
+
+TEST_F(SegmentBuilderTest, PicklePartLargerThanTheLimitIsRefused) {
+  // A BINBYTES8 that claims 1 TB and keeps coming: held in memory until
+  // the limit, then refused.
+  std::string head("\x80\x04\x8e\0\0\0\0\0\x01\0\0", 11);
+  PickleLimits limits;
+  limits.max_pickle_bytes = 8 << 20;
+  const uint64_t before = PeakRss();
+  absl::StatusOr<v1::LoadReply> built =
+      Build(ZstdBomb(head, 'x', uint64_t{1} << 30), &limits);
+  EXPECT_EQ(built.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(built.status().message().find("--max-pickle-bytes"),
+            std::string::npos)
+      << built.status();
+  EXPECT_LT(PeakRss() - before, uint64_t{64} << 20);
+}
+
+}  // namespace
+}  // namespace persistd
