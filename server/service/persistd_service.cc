@@ -157,7 +157,7 @@ bool PersistdService::SessionIsOpen(const std::string& session_id) {
   return sessions_.count(session_id) > 0;
 }
 
-grpc::Status PersistdService::Dump(grpc::ServerContext*,
+grpc::Status PersistdService::Dump(grpc::ServerContext* context,
                                    const v1::DumpRequest* request,
                                    v1::DumpReply* reply) {
   const bool inline_payload = !request->payload_inline().empty();
@@ -183,8 +183,9 @@ grpc::Status PersistdService::Dump(grpc::ServerContext*,
     payload = mapped.view();
   }
   const int threads = request->threads() > 0 ? request->threads() : info_.codec_threads;
+  const std::function<bool()> cancelled = [context] { return context->IsCancelled(); };
   absl::StatusOr<v1::DumpReply> result =
-      WriteDump(*request, payload, target, name, threads);
+      WriteDump(*request, payload, target, name, threads, cancelled);
   if (!result.ok()) return ToGrpc(result.status());
   *reply = *std::move(result);
   reply->set_fsync(info_.fsync);

@@ -1,5 +1,6 @@
 #include "server/store/dump_writer.h"
 
+#include <algorithm>
 #include <memory>
 #include <vector>
 
@@ -24,11 +25,52 @@ absl::StatusOr<absl::string_view> Slice(absl::string_view payload,
   return payload.substr(extent.offset(), extent.length());
 }
 
+// Forwards to `next` in slices of kSlice bytes until `cancelled` says the
+// client is gone. It sits in front of the encoder, which would otherwise
+// take a whole array in one call: an abandoned dump stops within one
+// slice's compression time (xz -6 at a few MB/s: well under 100 ms).
+class CancellableSink : public ByteSink {
+ public:
+  static constexpr size_t kSlice = 256 << 10;
+
+  CancellableSink(ByteSink* next, const std::function<bool()>& cancelled,
+                  const std::string& name)
+      : next_(next), cancelled_(cancelled), name_(name) {}
+  absl::Status Append(absl::string_view data) override {
+    do {
+      absl::Status status = Check();
+      if (status.ok()) status = next_->Append(data.substr(0, kSlice));
+      if (!status.ok()) return status;
+      data.remove_prefix(std::min(data.size(), kSlice));
+    } while (!data.empty());
+    return absl::OkStatus();
+  }
+  absl::Status Finish() override {
+    absl::Status status = Check();
+    return status.ok() ? next_->Finish() : status;
+  }
+  absl::Status Skip(uint64_t size) override {
+    absl::Status status = Check();
+    return status.ok() ? next_->Skip(size) : status;
+  }
+
+ private:
+  absl::Status Check() const {
+    if (!cancelled_()) return absl::OkStatus();
+    return absl::CancelledError(
+        absl::StrCat("the dump of ", name_, " was abandoned by its client"));
+  }
+  ByteSink* const next_;
+  const std::function<bool()>& cancelled_;
+  const std::string& name_;
+};
+
 }  // namespace
 
 absl::StatusOr<v1::DumpReply> WriteDump(const v1::DumpRequest& request,
                                         absl::string_view payload, int fd,
-                                        const std::string& name, int threads) {
+                                        const std::string& name, int threads,
+                                        const std::function<bool()>& cancelled) {
   absl::StatusOr<absl::string_view> skeleton =
       Slice(payload, request.skeleton(), "skeleton");
   if (!skeleton.ok()) return skeleton.status();
@@ -72,14 +114,16 @@ absl::StatusOr<v1::DumpReply> WriteDump(const v1::DumpRequest& request,
 
   FdSink file_sink(fd, name);
   std::unique_ptr<ByteSink> encoder;
-  ByteSink* sink = &file_sink;
+  ByteSink* stream_sink = &file_sink;
   if (codec != Codec::kNone) {
     absl::StatusOr<std::unique_ptr<ByteSink>> made =
         NewEncoder(codec, request.level(), threads, &file_sink);
     if (!made.ok()) return made.status();
     encoder = *std::move(made);
-    sink = encoder.get();
+    stream_sink = encoder.get();
   }
+  CancellableSink guarded(stream_sink, cancelled, name);
+  ByteSink* sink = &guarded;
   std::vector<uint64_t> holes;
   absl::StatusOr<uint64_t> stream_bytes =
       WriteJoblibStream(*skeleton, arrays, sink, &holes);

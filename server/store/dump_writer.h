@@ -10,6 +10,7 @@
 #ifndef PERSISTD_SERVER_STORE_DUMP_WRITER_H_
 #define PERSISTD_SERVER_STORE_DUMP_WRITER_H_
 
+#include <functional>
 #include <string>
 
 #include "absl/status/statusor.h"
@@ -20,10 +21,13 @@ namespace persistd {
 
 // `payload` holds the bytes the request's extents refer to; `fd` is the
 // empty target, open for writing at offset 0; `name` is for messages.
+// `cancelled` is asked before every write to the target: once it says
+// true (the client went away), the dump stops with CancelledError.
 // On error the target holds a partial stream: the client discards it.
 absl::StatusOr<v1::DumpReply> WriteDump(const v1::DumpRequest& request,
                                         absl::string_view payload, int fd,
-                                        const std::string& name, int threads);
+                                        const std::string& name, int threads,
+                                        const std::function<bool()>& cancelled);
 
 }  // namespace persistd
 

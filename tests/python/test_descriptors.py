@@ -261,7 +261,10 @@ def test_dump_writes_through_a_symlink(tmp_path: Path) -> None:
 
 
 # -- 7. nothing is left after a client dies mid-dump ---------------------------
-def test_client_killed_mid_dump_leaves_nothing(daemon: Daemon, tmp_path: Path) -> None:
+def test_client_killed_mid_dump_leaves_nothing(fresh_daemon: Daemon, tmp_path: Path) -> None:
+    """Nothing beside the target, and the daemon stops working on it."""
+    daemon = fresh_daemon
+    assert daemon.process is not None
     target = tmp_path / "big.pkl"
     script = (
         "import numpy as np, sys\n"
@@ -275,10 +278,21 @@ def test_client_killed_mid_dump_leaves_nothing(daemon: Daemon, tmp_path: Path) -
     time.sleep(1.5)  # pickled, and the daemon is compressing
     child.send_signal(signal.SIGKILL)
     child.wait()
-    time.sleep(0.5)
+    # The daemon notices the call's cancellation and stops compressing.
+    time.sleep(0.3)
+    busy_before = _cpu_seconds(daemon.process.pid)
+    time.sleep(1.0)
+    assert _cpu_seconds(daemon.process.pid) - busy_before < 0.1
     assert sorted(os.listdir(tmp_path)) == []
     assert not os.path.exists(os.path.join(daemon.dir, "store", "staging"))
     assert status(daemon.socket) is not None
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far."""
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 # -- 8. smaller ----------------------------------------------------------------
