@@ -23,6 +23,7 @@
 #include "server/daemon_options.h"
 #include "server/io/atomic_file.h"
 #include "server/io/errno_status.h"
+#include "server/io/exit_watchdog.h"
 #include "server/io/scoped_fd.h"
 #include "server/io/unix_socket.h"
 #include "server/service/descriptor_inbox.h"
@@ -147,6 +148,10 @@ int Run(const DaemonOptions& options) {
   sigwait(&stop_signals, &signal_number);
   fprintf(stderr, "persistd: %s received, shutting down\n",
           strsignal(signal_number));
+  // Requests waiting for a build return now; one that cannot end (a source
+  // pipe whose writer never closes it) must not keep the daemon alive.
+  cache.Shutdown();
+  ExitAfter(std::chrono::seconds(10), "persistd");
   (*listener)->Stop();
   (*inbox)->Stop();
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));

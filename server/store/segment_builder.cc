@@ -786,7 +786,11 @@ absl::StatusOr<v1::LoadReply> BuildSegment(const SegmentSource& source,
   ScopedFd fd(::open(segment_path.c_str(),
                      O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0400));
   if (!fd.valid()) return ErrnoStatus("create segment", segment_path, errno);
-  return BuildSegmentInto(source, fd.get(), segment_path, segment_size);
+  absl::StatusOr<v1::LoadReply> built =
+      BuildSegmentInto(source, fd.get(), segment_path, segment_size);
+  // A failed build leaves no partial segment behind.
+  if (!built.ok()) ::unlink(segment_path.c_str());
+  return built;
 }
 
 absl::StatusOr<v1::LoadReply> BuildSegmentInto(const SegmentSource& source,

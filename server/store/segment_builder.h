@@ -47,7 +47,8 @@ const PickleLimits& DefaultBuildLimits();
 
 // Writes the segment to `segment_path` (which must not exist) and returns
 // its index (segment_path, skeleton, arrays, codec, format,
-// trailing_bytes). *segment_size receives the file's size.
+// trailing_bytes). *segment_size receives the file's size. On failure no
+// file is left at `segment_path`.
 absl::StatusOr<v1::LoadReply> BuildSegment(const SegmentSource& source,
                                            const std::string& segment_path,
                                            uint64_t* segment_size);

@@ -144,5 +144,12 @@ TEST_F(SegmentBuilderTest, PicklePartLargerThanTheLimitIsRefused) {
   EXPECT_LT(PeakRss() - before, uint64_t{64} << 20);
 }
 
+TEST_F(SegmentBuilderTest, AFailedBuildLeavesNoSegmentFile) {
+  absl::StatusOr<v1::LoadReply> built =
+      Build(ZstdBomb("\x80\x04", '(', 1000));
+  EXPECT_FALSE(built.ok());
+  EXPECT_NE(::access((dir_ + "/1.seg").c_str(), F_OK), 0);
+}
+
 }  // namespace
 }  // namespace persistd

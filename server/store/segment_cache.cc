@@ -6,7 +6,9 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <exception>
 #include <fstream>
+#include <new>
 #include <utility>
 #include <vector>
 
@@ -134,6 +136,44 @@ void SegmentCache::WriteRecord(const Segment& segment) {
   ::rename(temp.c_str(), meta.c_str());
 }
 
+namespace {
+
+absl::Status ShuttingDown() {
+  return absl::UnavailableError("persistd is shutting down");
+}
+
+// Runs a builder, turning an exception (std::bad_alloc from a huge
+// allocation, say) into an error: a build must end with a status, or its
+// waiters would wait forever.
+absl::StatusOr<v1::LoadReply> RunBuilder(const SegmentCache::Builder& build,
+                                         const std::string& path,
+                                         const std::string& source,
+                                         uint64_t* size) {
+  try {
+    return build(path, size);
+  } catch (const std::bad_alloc&) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("out of memory while building the segment of ", source));
+  } catch (const std::exception& e) {
+    return absl::InternalError(absl::StrCat(
+        "building the segment of ", source, " failed: ", e.what()));
+  }
+}
+
+}  // namespace
+
+void SegmentCache::FinishBuildLocked(Entry* entry, const std::string& path,
+                                     const absl::Status& status) {
+  entry->build->done = true;
+  entry->build->status = status;
+  built_.SignalAll();
+  if (status.ok()) return;
+  ::unlink(path.c_str());  // whatever the builder wrote of it
+  auto it = current_.find(entry->key);
+  if (it != current_.end() && it->second == entry) current_.erase(it);
+  entries_.erase(entry);
+}
+
 absl::StatusOr<SegmentCache::Acquired> SegmentCache::Acquire(
     const SourceVersion& version, bool cacheable, const Builder& build,
     const std::string& session) {
@@ -143,12 +183,19 @@ absl::StatusOr<SegmentCache::Acquired> SegmentCache::Acquire(
   {
     absl::MutexLock lock(&mu_);
     ++loads_;
-    while (cacheable) {
+    while (true) {
+      if (shutting_down_) return ShuttingDown();
+      if (!cacheable) break;
       auto it = current_.find(key);
       if (it == current_.end()) break;
       Entry* found = it->second;
-      if (!found->segment) {  // another request is building it
-        built_.Wait(&mu_);
+      if (!found->segment) {
+        // Another request is building it: wait for that build to end, and
+        // share its failure (building again would fail again, and take as
+        // long).
+        std::shared_ptr<Build> theirs = found->build;
+        while (!theirs->done && !shutting_down_) built_.Wait(&mu_);
+        if (theirs->done && !theirs->status.ok()) return theirs->status;
         continue;
       }
       if (found->segment->version.Matches(version)) {
@@ -178,14 +225,35 @@ absl::StatusOr<SegmentCache::Acquired> SegmentCache::Acquire(
     auto owned = std::make_unique<Entry>();
     entry = owned.get();
     entry->key = key;
+    entry->build = std::make_shared<Build>();
     entries_[entry] = std::move(owned);
     if (cacheable) current_[key] = entry;
     generation = next_generation_++;
   }
 
   std::string path = absl::StrCat(dir_, "/", generation, ".seg");
+  // Ends the build however this function is left, an exception included.
+  class Finisher {
+   public:
+    Finisher(SegmentCache* cache, Entry* entry, const std::string& path)
+        : cache_(cache), entry_(entry), path_(path) {}
+    ~Finisher() {
+      if (entry_ == nullptr) return;
+      absl::MutexLock lock(&cache_->mu_);
+      cache_->FinishBuildLocked(
+          entry_, path_, absl::InternalError("the segment build was abandoned"));
+    }
+    void Done() { entry_ = nullptr; }
+
+   private:
+    SegmentCache* const cache_;
+    Entry* entry_;
+    const std::string& path_;
+  } finisher(this, entry, path);
+
   uint64_t size = 0;
-  absl::StatusOr<v1::LoadReply> index = build(path, &size);
+  absl::StatusOr<v1::LoadReply> index =
+      RunBuilder(build, path, version.path, &size);
   std::shared_ptr<Segment> segment;
   if (index.ok()) {
     segment = std::make_shared<Segment>();
@@ -198,18 +266,15 @@ absl::StatusOr<SegmentCache::Acquired> SegmentCache::Acquire(
   }
 
   absl::MutexLock lock(&mu_);
-  built_.SignalAll();
-  if (!index.ok()) {
-    ::unlink(path.c_str());
-    auto it = current_.find(key);
-    if (it != current_.end() && it->second == entry) current_.erase(it);
-    entries_.erase(entry);
-    return index.status();
+  finisher.Done();
+  if (index.ok()) {
+    entry->segment = segment;
+    entry->current = cacheable;
+    entry->recorded = cacheable;
+    total_bytes_ += size;
   }
-  entry->segment = segment;
-  entry->current = cacheable;
-  entry->recorded = cacheable;
-  total_bytes_ += size;
+  FinishBuildLocked(entry, path, index.status());
+  if (!index.ok()) return index.status();
 
   Acquired result;
   result.segment = segment;
@@ -222,6 +287,12 @@ absl::StatusOr<SegmentCache::Acquired> SegmentCache::Acquire(
   }
   EvictToBudgetLocked();
   return result;
+}
+
+void SegmentCache::Shutdown() {
+  absl::MutexLock lock(&mu_);
+  shutting_down_ = true;
+  built_.SignalAll();
 }
 
 std::string SegmentCache::LeaseLocked(const std::string& session,

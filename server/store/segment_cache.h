@@ -11,8 +11,14 @@
 //  - current_ maps a source identity to the segment serving its latest
 //    known version; a segment is in lru_ iff it is current and unleased.
 //  - total_bytes_ is the size of every segment file that exists.
-//  - a building entry has no file yet; concurrent requests for the same
-//    source wait for that one build instead of decompressing again.
+//  - a building entry has no segment yet and a Build record; concurrent
+//    requests for the same source wait for that one build instead of
+//    decompressing again. Every build ends -- with a segment, an error or
+//    an exception -- by setting its Build's done, removing a failed entry
+//    (and its file) and waking all waiters, so no request waits on a build
+//    that will not finish; the waiters of a failed build return its error,
+//    and a request that comes later builds again.
+//  - once shutting_down_ is set, no request waits or starts a build.
 //
 // Thread-safe.
 #ifndef PERSISTD_SERVER_STORE_SEGMENT_CACHE_H_
@@ -103,6 +109,11 @@ class SegmentCache {
   void Release(const std::string& session, const std::string& lease_id);
   void EndSession(const std::string& session);
 
+  // Makes every request waiting for a build, and every later Acquire,
+  // return Unavailable, so the daemon can stop however long a build takes.
+  // Builds already running finish (or fail) on their own.
+  void Shutdown();
+
   struct Stats {
     uint32_t segments = 0;
     uint32_t leased_segments = 0;
@@ -115,8 +126,15 @@ class SegmentCache {
   Stats stats() const;
 
  private:
+  // How one build ended, for the requests that waited for it.
+  struct Build {
+    bool done = false;
+    absl::Status status;  // when done: OK, or why the build failed
+  };
+
   struct Entry {
     std::shared_ptr<const Segment> segment;  // null while building
+    std::shared_ptr<Build> build;            // while building (and after)
     int leases = 0;
     bool current = true;  // serves the newest version of its source
     std::tuple<uint64_t, uint64_t, bool> key;
@@ -134,6 +152,12 @@ class SegmentCache {
   void AdoptRecordsLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Writes <generation>.meta so the segment survives a restart.
   void WriteRecord(const Segment& segment);
+  // Ends the build of `entry` (at `path`) with `status`: marks its Build
+  // done and wakes the waiters; a failed entry goes, with its file, so the
+  // next request builds again.
+  void FinishBuildLocked(Entry* entry, const std::string& path,
+                         const absl::Status& status)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const std::string dir_;
   const uint64_t budget_;
@@ -156,6 +180,7 @@ class SegmentCache {
   uint64_t loads_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t hits_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t evictions_ ABSL_GUARDED_BY(mu_) = 0;
+  bool shutting_down_ ABSL_GUARDED_BY(mu_) = false;
 };
 
 }  // namespace persistd

@@ -5,6 +5,8 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
+#include <new>
 #include <string>
 #include <thread>
 #include <vector>
@@ -135,6 +137,126 @@ TEST(SegmentCacheTest, FailedBuildLeavesNothing) {
   EXPECT_EQ(cache.stats().segments, 0u);
   std::atomic<int> calls{0};
   EXPECT_TRUE(cache.Acquire(Version(1), true, FakeBuilder(10, &calls), "s").ok());
+}
+
+// A builder that writes part of a segment, waits until `waiters` other
+// requests wait for it (or `release` is set), then fails with `error`.
+struct GatedFailure {
+  std::atomic<int>* calls;
+  std::atomic<bool>* release;
+  absl::Status error;
+  std::string* written;
+
+  absl::StatusOr<v1::LoadReply> operator()(const std::string& path,
+                                           uint64_t*) const {
+    ++*calls;
+    *written = path;
+    int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_EXCL, 0600);
+    if (fd >= 0) {
+      EXPECT_EQ(::write(fd, "partial", 7), 7);
+      ::close(fd);
+    }
+    while (!release->load()) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    return error;
+  }
+};
+
+TEST(SegmentCacheTest, FailedBuildGivesItsWaitersTheErrorAndDropsItsFile) {
+  SegmentCache cache(MakeTempDir(), 1 << 20);
+  std::atomic<int> calls{0};
+  std::atomic<bool> release{false};
+  std::string written;
+  GatedFailure failing{&calls, &release, absl::DataLossError("corrupt"),
+                       &written};
+  std::vector<std::thread> threads;
+  std::vector<absl::Status> results(6);
+  for (int i = 0; i < 6; ++i) {
+    threads.emplace_back([&, i] {
+      results[i] = cache.Acquire(Version(3), true, failing, "s").status();
+    });
+  }
+  // All six are in Acquire: one builds, five wait for it.
+  while (calls.load() == 0) std::this_thread::yield();
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  release = true;
+  for (auto& t : threads) t.join();
+  // One build, one error for all: the waiters did not build again.
+  EXPECT_EQ(calls, 1);
+  for (const absl::Status& status : results) {
+    EXPECT_EQ(status.code(), absl::StatusCode::kDataLoss) << status;
+    EXPECT_EQ(status.message(), "corrupt");
+  }
+  EXPECT_FALSE(Exists(written));
+  EXPECT_EQ(cache.stats().segments, 0u);
+  // A later request builds again.
+  std::atomic<int> good_calls{0};
+  EXPECT_TRUE(cache.Acquire(Version(3), true, FakeBuilder(10, &good_calls), "s")
+                  .ok());
+  EXPECT_EQ(good_calls, 1);
+}
+
+TEST(SegmentCacheTest, ABuilderThatThrowsFailsItsRequestsNotTheSource) {
+  SegmentCache cache(MakeTempDir(), 1 << 20);
+  std::atomic<bool> started{false}, release{false};
+  auto throwing = [&](const std::string& path,
+                      uint64_t*) -> absl::StatusOr<v1::LoadReply> {
+    ::close(::open(path.c_str(), O_RDWR | O_CREAT | O_EXCL, 0600));
+    started = true;
+    while (!release.load()) std::this_thread::yield();
+    throw std::bad_alloc();
+  };
+  absl::Status waiter_status;
+  std::thread builder([&] {
+    absl::Status status = cache.Acquire(Version(4), true, throwing, "s").status();
+    EXPECT_EQ(status.code(), absl::StatusCode::kResourceExhausted) << status;
+  });
+  while (!started.load()) std::this_thread::yield();
+  std::atomic<int> calls{0};
+  std::thread waiter([&] {
+    waiter_status =
+        cache.Acquire(Version(4), true, FakeBuilder(10, &calls), "s").status();
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  release = true;
+  builder.join();
+  waiter.join();
+  EXPECT_EQ(waiter_status.code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(calls, 0);
+  // Not wedged: the next request builds.
+  EXPECT_TRUE(cache.Acquire(Version(4), true, FakeBuilder(10, &calls), "s").ok());
+  EXPECT_EQ(calls, 1);
+}
+
+TEST(SegmentCacheTest, ShutdownReleasesRequestsWaitingForABuild) {
+  SegmentCache cache(MakeTempDir(), 1 << 20);
+  std::atomic<int> calls{0};
+  std::atomic<bool> release{false};
+  std::string written;
+  GatedFailure stuck{&calls, &release, absl::DataLossError("late"), &written};
+  std::thread builder([&] { (void)cache.Acquire(Version(5), true, stuck, "s"); });
+  while (calls.load() == 0) std::this_thread::yield();
+  absl::Status waiter_status;
+  std::atomic<bool> waiter_done{false};
+  std::atomic<int> other_calls{0};
+  std::thread waiter([&] {
+    waiter_status = cache.Acquire(Version(5), true,
+                                  FakeBuilder(10, &other_calls), "s").status();
+    waiter_done = true;
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  EXPECT_FALSE(waiter_done.load());
+  cache.Shutdown();
+  waiter.join();  // returns although the build still runs
+  EXPECT_EQ(waiter_status.code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(cache.Acquire(Version(6), true, FakeBuilder(10, &other_calls), "s")
+                .status()
+                .code(),
+            absl::StatusCode::kUnavailable);
+  EXPECT_EQ(other_calls, 0);
+  release = true;
+  builder.join();
 }
 
 TEST(SegmentCacheRestartTest, RecordedSegmentsSurviveARestart) {
