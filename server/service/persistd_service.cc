@@ -7,11 +7,14 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <random>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "server/io/errno_status.h"
 #include "server/codec/codec.h"
 #include "server/io/byte_sink.h"
@@ -75,6 +78,39 @@ absl::StatusOr<ScopedFd> MemoryFile(const char* label, absl::string_view bytes) 
   if (status.ok()) status = sink.Finish();
   if (!status.ok()) return status;
   return fd;
+}
+
+// When the payload bytes a dump reads are final. A streamed payload's
+// client raises the count in the memfd's first 8 bytes as it writes; we
+// poll it (backing off to 1 ms) while the encoder has nothing to do.
+// Either way a client that went away ends the dump.
+PayloadReady MakePayloadReady(grpc::ServerContext* context, const char* header) {
+  constexpr absl::Duration kStall = absl::Seconds(60);
+  return [context, header, kStall](uint64_t offset) -> absl::Status {
+    absl::Duration pause = absl::Microseconds(20);
+    absl::Time progress = absl::Now();
+    uint64_t seen = 0;
+    for (;;) {
+      if (context->IsCancelled()) {
+        return absl::CancelledError("the dump was abandoned by its client");
+      }
+      if (header == nullptr) return absl::OkStatus();
+      const uint64_t ready = __atomic_load_n(
+          reinterpret_cast<const uint64_t*>(header), __ATOMIC_ACQUIRE);
+      if (ready >= offset) return absl::OkStatus();
+      const absl::Time now = absl::Now();
+      if (ready != seen) {
+        seen = ready;
+        progress = now;
+      } else if (now - progress > kStall) {
+        return absl::DeadlineExceededError(absl::StrCat(
+            "the client stopped filling its dump payload at byte ", ready,
+            " for ", absl::FormatDuration(kStall)));
+      }
+      absl::SleepFor(pause);
+      pause = std::min(pause * 2, absl::Milliseconds(1));
+    }
+  };
 }
 
 // Names an O_TMPFILE file (linkat through /proc, which needs no privilege).
@@ -183,9 +219,13 @@ grpc::Status PersistdService::Dump(grpc::ServerContext* context,
     payload = mapped.view();
   }
   const int threads = request->threads() > 0 ? request->threads() : info_.codec_threads;
-  const std::function<bool()> cancelled = [context] { return context->IsCancelled(); };
+  if (request->payload_streamed() && (inline_payload || payload.size() < 64)) {
+    return Invalid("a streamed payload is a memfd with a 64-byte header");
+  }
+  const PayloadReady ready =
+      MakePayloadReady(context, request->payload_streamed() ? payload.data() : nullptr);
   absl::StatusOr<v1::DumpReply> result =
-      WriteDump(*request, payload, target, name, threads, cancelled);
+      WriteDump(*request, payload, target, name, threads, ready);
   if (!result.ok()) return ToGrpc(result.status());
   *reply = *std::move(result);
   reply->set_fsync(info_.fsync);
@@ -338,6 +378,110 @@ grpc::Status PersistdService::Status(grpc::ServerContext*,
   reply->set_protocol(v1::PROTOCOL_CURRENT);
   reply->set_fds_socket_path(inbox_->socket_path());
   reply->set_fsync(info_.fsync);
+  return grpc::Status::OK;
+}
+
+
+// -- administration (persistctl cache ls / evict) -----------------------------
+namespace {
+
+// Whether the file at a segment's recorded source path is still the version
+// it was built from. For listings only: loads never stat a path.
+v1::SegmentInfo::SourceState SourceStateOf(const SourceVersion& version) {
+  if (version.path.empty() || version.path[0] != '/') {
+    return v1::SegmentInfo::SOURCE_UNKNOWN;
+  }
+  struct stat st;
+  if (::stat(version.path.c_str(), &st) != 0) {
+    return errno == ENOENT || errno == ENOTDIR ? v1::SegmentInfo::SOURCE_MISSING
+                                               : v1::SegmentInfo::SOURCE_UNKNOWN;
+  }
+  return version.Matches(VersionOf(st, version.raw, version.path))
+             ? v1::SegmentInfo::SOURCE_CURRENT
+             : v1::SegmentInfo::SOURCE_CHANGED;
+}
+
+bool IsStale(v1::SegmentInfo::SourceState state) {
+  return state == v1::SegmentInfo::SOURCE_MISSING ||
+         state == v1::SegmentInfo::SOURCE_CHANGED;
+}
+
+}  // namespace
+
+grpc::Status PersistdService::ListSegments(grpc::ServerContext*,
+                                           const v1::ListSegmentsRequest*,
+                                           v1::ListSegmentsReply* reply) {
+  const auto now = std::chrono::system_clock::now();
+  for (const SegmentCache::Listing& listing : cache_->List()) {
+    const Segment& segment = *listing.segment;
+    v1::SegmentInfo* info = reply->add_segments();
+    info->set_source_path(segment.version.path);
+    info->set_segment_path(segment.path);
+    info->set_generation(segment.generation);
+    info->set_segment_bytes(segment.size);
+    info->set_source_bytes(segment.version.size);
+    info->set_codec(segment.index.codec());
+    info->set_format(segment.index.format());
+    info->set_arrays(segment.index.arrays_size());
+    info->set_leases(listing.lease_sessions.size());
+    info->set_current(listing.current);
+    info->set_raw(segment.version.raw);
+    for (const std::string& session : listing.lease_sessions) {
+      info->add_lease_sessions(session);
+    }
+    info->set_source_state(listing.current ? SourceStateOf(segment.version)
+                                           : v1::SegmentInfo::SOURCE_UNKNOWN);
+    struct stat st;
+    if (::stat(segment.path.c_str(), &st) == 0) {
+      const auto built = std::chrono::system_clock::time_point(
+          std::chrono::seconds(st.st_mtim.tv_sec));
+      if (now > built) {
+        info->set_age_seconds(
+            std::chrono::duration_cast<std::chrono::seconds>(now - built).count());
+      }
+    }
+  }
+  return grpc::Status::OK;
+}
+
+grpc::Status PersistdService::Evict(grpc::ServerContext*,
+                                    const v1::EvictRequest* request,
+                                    v1::EvictReply* reply) {
+  if (!request->all() && !request->stale() && request->files().empty() &&
+      request->source_paths().empty()) {
+    return Invalid("Evict needs all, stale, files or source_paths");
+  }
+  // Stale sources are found by stat() before the cache is locked.
+  std::set<uint64_t> stale;
+  if (request->stale()) {
+    for (const SegmentCache::Listing& listing : cache_->List()) {
+      if (listing.current && IsStale(SourceStateOf(listing.segment->version))) {
+        stale.insert(listing.segment->generation);
+      }
+    }
+  }
+  std::set<std::pair<uint64_t, uint64_t>> files;
+  for (const v1::FileIdentity& file : request->files()) {
+    files.emplace(file.dev(), file.ino());
+  }
+  const std::set<std::string> paths(request->source_paths().begin(),
+                                    request->source_paths().end());
+  SegmentCache::Evicted evicted = cache_->Evict([&](const Segment& segment) {
+    const SourceVersion& v = segment.version;
+    return request->all() || stale.count(segment.generation) > 0 ||
+           files.count({v.dev, v.ino}) > 0 || paths.count(v.path) > 0;
+  });
+  for (const auto& segment : evicted.segments) {
+    reply->add_source_paths(segment->version.path);
+  }
+  reply->set_evicted(evicted.segments.size());
+  reply->set_pending(evicted.pending);
+  reply->set_freed_bytes(evicted.freed_bytes);
+  fprintf(stderr,
+          "persistd: evicted %zu segments (%llu bytes freed, %u kept until "
+          "their leases end)\n",
+          evicted.segments.size(),
+          static_cast<unsigned long long>(evicted.freed_bytes), evicted.pending);
   return grpc::Status::OK;
 }
 

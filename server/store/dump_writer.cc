@@ -25,44 +25,48 @@ absl::StatusOr<absl::string_view> Slice(absl::string_view payload,
   return payload.substr(extent.offset(), extent.length());
 }
 
-// Forwards to `next` in slices of kSlice bytes until `cancelled` says the
-// client is gone. It sits in front of the encoder, which would otherwise
-// take a whole array in one call: an abandoned dump stops within one
-// slice's compression time (xz -6 at a few MB/s: well under 100 ms).
-class CancellableSink : public ByteSink {
+// Forwards to `next` in slices of kSlice bytes, each once `ready` says the
+// payload bytes it holds are final. It sits in front of the encoder, which
+// would otherwise take a whole array in one call: a dump whose client went
+// away stops within one slice's compression time (xz -6 at a few MB/s:
+// well under 100 ms), and a streamed payload is compressed as it arrives.
+class PacedSink : public ByteSink {
  public:
   static constexpr size_t kSlice = 256 << 10;
 
-  CancellableSink(ByteSink* next, const std::function<bool()>& cancelled,
-                  const std::string& name)
-      : next_(next), cancelled_(cancelled), name_(name) {}
+  PacedSink(ByteSink* next, absl::string_view payload, const PayloadReady& ready)
+      : next_(next), payload_(payload), ready_(ready) {}
   absl::Status Append(absl::string_view data) override {
     do {
-      absl::Status status = Check();
-      if (status.ok()) status = next_->Append(data.substr(0, kSlice));
+      absl::string_view slice = data.substr(0, kSlice);
+      absl::Status status = ready_(PayloadEnd(slice));
+      if (status.ok()) status = next_->Append(slice);
       if (!status.ok()) return status;
-      data.remove_prefix(std::min(data.size(), kSlice));
+      data.remove_prefix(slice.size());
     } while (!data.empty());
     return absl::OkStatus();
   }
   absl::Status Finish() override {
-    absl::Status status = Check();
+    absl::Status status = ready_(0);
     return status.ok() ? next_->Finish() : status;
   }
   absl::Status Skip(uint64_t size) override {
-    absl::Status status = Check();
+    absl::Status status = ready_(0);
     return status.ok() ? next_->Skip(size) : status;
   }
 
  private:
-  absl::Status Check() const {
-    if (!cancelled_()) return absl::OkStatus();
-    return absl::CancelledError(
-        absl::StrCat("the dump of ", name_, " was abandoned by its client"));
+  // The payload offset just past `slice`, or 0 when it is not payload
+  // bytes (opcodes and padding the writer made itself).
+  uint64_t PayloadEnd(absl::string_view slice) const {
+    const char* begin = payload_.data();
+    if (slice.data() < begin || slice.data() >= begin + payload_.size()) return 0;
+    return static_cast<uint64_t>(slice.data() - begin) + slice.size();
   }
+
   ByteSink* const next_;
-  const std::function<bool()>& cancelled_;
-  const std::string& name_;
+  const absl::string_view payload_;
+  const PayloadReady& ready_;
 };
 
 }  // namespace
@@ -70,7 +74,18 @@ class CancellableSink : public ByteSink {
 absl::StatusOr<v1::DumpReply> WriteDump(const v1::DumpRequest& request,
                                         absl::string_view payload, int fd,
                                         const std::string& name, int threads,
-                                        const std::function<bool()>& cancelled) {
+                                        const PayloadReady& ready) {
+  // Everything but raw array data is final before the call; the writer
+  // validates it all before its first byte.
+  uint64_t prefix = request.skeleton().offset() + request.skeleton().length();
+  for (const v1::DumpArray& a : request.arrays()) {
+    prefix = std::max(prefix, a.state().offset() + a.state().length());
+    if (a.kind() == v1::DumpArray::OBJECT_STREAM) {
+      prefix = std::max(prefix, a.data().offset() + a.data().length());
+    }
+  }
+  absl::Status prefix_ready = ready(std::min<uint64_t>(prefix, payload.size()));
+  if (!prefix_ready.ok()) return prefix_ready;
   absl::StatusOr<absl::string_view> skeleton =
       Slice(payload, request.skeleton(), "skeleton");
   if (!skeleton.ok()) return skeleton.status();
@@ -122,8 +137,8 @@ absl::StatusOr<v1::DumpReply> WriteDump(const v1::DumpRequest& request,
     encoder = *std::move(made);
     stream_sink = encoder.get();
   }
-  CancellableSink guarded(stream_sink, cancelled, name);
-  ByteSink* sink = &guarded;
+  PacedSink paced(stream_sink, payload, ready);
+  ByteSink* sink = &paced;
   std::vector<uint64_t> holes;
   absl::StatusOr<uint64_t> stream_bytes =
       WriteJoblibStream(*skeleton, arrays, sink, &holes);

@@ -21,13 +21,16 @@ namespace persistd {
 
 // `payload` holds the bytes the request's extents refer to; `fd` is the
 // empty target, open for writing at offset 0; `name` is for messages.
-// `cancelled` is asked before every write to the target: once it says
-// true (the client went away), the dump stops with CancelledError.
+// `ready(offset)` is called before the stream reads payload bytes below
+// `offset` (in slices of at most 256 KiB); it returns OK once they are
+// final, or an error that ends the dump: CancelledError when the client went
+// away, whatever a payload the client still fills (payload_streamed) needs.
 // On error the target holds a partial stream: the client discards it.
+using PayloadReady = std::function<absl::Status(uint64_t offset)>;
 absl::StatusOr<v1::DumpReply> WriteDump(const v1::DumpRequest& request,
                                         absl::string_view payload, int fd,
                                         const std::string& name, int threads,
-                                        const std::function<bool()>& cancelled);
+                                        const PayloadReady& ready);
 
 }  // namespace persistd
 

@@ -28,7 +28,15 @@ from typing import Any, BinaryIO
 from persistd import transport
 from persistd._proto import persistd_pb2 as pb
 from persistd.compression import check_compress, resolve_compress
-from persistd.files import TempTarget, memory_file, open_source, seal, write_at
+from persistd.files import (
+    STREAM_HEADER_BYTES,
+    StreamedPayload,
+    TempTarget,
+    memory_file,
+    open_source,
+    seal,
+    write_at,
+)
 from persistd.pickling import plan_dump
 from persistd.safety import allowlist
 from persistd.unpickling import Loader, legacy_message, warn
@@ -172,33 +180,39 @@ def load(
 # -- dump helpers -------------------------------------------------------------
 def _dump_into(value: Any, fd: int, choice: Any, protocol: int, filename: str | None) -> Any:
     """Pickle ``value`` and have the daemon write joblib's stream into the
-    empty file ``fd``; uncompressed array bytes are written here, into the
-    holes the daemon left, straight from the arrays' buffers."""
+    empty file ``fd``. Uncompressed array bytes are written here, into the
+    holes the daemon left, straight from the arrays' buffers; compressed
+    ones reach the daemon inline (small) or through a memfd, streamed so
+    the daemon compresses while they are copied in."""
     plan = plan_dump(value, protocol, external=choice.codec == pb.CODEC_NONE)
+    streamed = plan.size > INLINE_PAYLOAD_BYTES and bool(plan.payload_arrays())
+    if streamed:
+        plan.shift(STREAM_HEADER_BYTES)
     request = pb.DumpRequest(
         skeleton=plan.skeleton_extent(),
         arrays=plan.proto_arrays(),
         codec=choice.codec,
         level=choice.level,
         display_name=filename or "",
+        payload_streamed=streamed,
     )
-    fds = [fd]
-    payload_fd = -1
     if plan.size <= INLINE_PAYLOAD_BYTES:
         request.payload_inline = bytes(plan.payload_bytes())
+        reply = transport.dump(request, [fd], filename)
     else:
         payload_fd = memory_file("persistd-payload", plan.size)
-
-        def write(offset: int, data: bytes | memoryview) -> None:
-            write_at(payload_fd, memoryview(data), offset)
-
-        plan.write_payload(write)
-        seal(payload_fd)
-        fds.append(payload_fd)
-    try:
-        reply = transport.dump(request, fds, filename)
-    finally:
-        if payload_fd >= 0:
+        try:
+            if streamed:
+                seal(payload_fd, writable=True)
+                with StreamedPayload(payload_fd, plan) as fill:
+                    reply = transport.dump(request, [fd, payload_fd], filename, fill)
+            else:  # only pickles (a large skeleton, object arrays)
+                plan.write_payload(
+                    lambda offset, data: write_at(payload_fd, memoryview(data), offset)
+                )
+                seal(payload_fd)
+                reply = transport.dump(request, [fd, payload_fd], filename)
+        finally:
             os.close(payload_fd)
     for part, offset in zip(plan.external_parts(), reply.external_offsets):
         if part.array.nbytes:

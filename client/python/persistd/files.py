@@ -14,11 +14,14 @@ file, removed on every failure path we survive.
 from __future__ import annotations
 
 import errno
+import fcntl
+import mmap
 import os
 import stat
+import struct
 from collections.abc import Callable
 from types import TracebackType
-from typing import TypeVar
+from typing import Any, TypeVar
 
 _T = TypeVar("_T")
 
@@ -204,13 +207,56 @@ def memory_file(name: str, size: int) -> int:
     return fd
 
 
-def seal(fd: int) -> None:
-    """Freeze a memory file's size and contents before the daemon maps it
-    (without the seals it refuses: a shrink would SIGBUS it)."""
-    import fcntl
+def seal(fd: int, writable: bool = False) -> None:
+    """Freeze a memory file's size (and, unless ``writable``, its contents)
+    before the daemon maps it: without the seals it refuses, since a shrink
+    would SIGBUS it."""
+    seals = fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SEAL
+    if not writable:
+        seals |= fcntl.F_SEAL_WRITE
+    fcntl.fcntl(fd, fcntl.F_ADD_SEALS, seals)
 
-    fcntl.fcntl(
-        fd,
-        fcntl.F_ADD_SEALS,
-        fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE | fcntl.F_SEAL_SEAL,
-    )
+
+#: The streamed payload's header: the ready count, then padding to keep
+#: the payload's alignment (proto/persistd.proto, DumpRequest).
+STREAM_HEADER_BYTES = 64
+#: Array bytes copied between two raises of the ready count.
+_STREAM_CHUNK = 4 << 20
+
+
+class StreamedPayload:
+    """Fills a payload memfd while the daemon compresses it.
+
+    Called as the work to do while the Dump call runs: it writes the
+    non-array parts, then each array's bytes in chunks, raising the ready
+    count in the header after each, so the daemon's encoder starts on the
+    first chunk instead of after the last. Invariant: the count never
+    exceeds what is written, and only grows."""
+
+    def __init__(self, fd: int, plan: Any) -> None:
+        self._fd = fd
+        self._plan = plan
+        self._header = mmap.mmap(fd, STREAM_HEADER_BYTES)
+        plan.write_prefix(self._write)
+        self._publish(plan.prefix_end())
+
+    def _write(self, offset: int, data: bytes | memoryview) -> None:
+        write_at(self._fd, memoryview(data), offset)
+
+    def _publish(self, ready: int) -> None:
+        struct.pack_into("<Q", self._header, 0, ready)
+
+    def __call__(self) -> None:
+        for part in self._plan.payload_arrays():
+            data = part.raw_bytes()
+            for start in range(0, data.nbytes, _STREAM_CHUNK):
+                chunk = data[start : start + _STREAM_CHUNK]
+                self._write(part.data_offset + start, chunk)
+                self._publish(part.data_offset + start + chunk.nbytes)
+        self._publish(self._plan.size)
+
+    def __enter__(self) -> StreamedPayload:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._header.close()

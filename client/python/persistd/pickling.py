@@ -85,17 +85,38 @@ class DumpPlan:
 
     skeleton: bytes
     arrays: list[ArrayPart] = field(default_factory=list)
-    size: int = 0  # of the payload
+    size: int = 0  # of the payload, from 0 (including any header)
+    base: int = 0  # where the skeleton starts (after a header)
 
     def write_payload(self, write: Writer) -> None:
         """Skeleton, state pickles, object streams and non-external data."""
-        write(0, self.skeleton)
+        self.write_prefix(write)
+        for part in self.payload_arrays():
+            write(part.data_offset, part.raw_bytes())
+
+    def write_prefix(self, write: Writer) -> None:
+        """Everything but raw array data: the skeleton, the state pickles
+        and object streams (laid out first, so this is a prefix)."""
+        write(self.base, self.skeleton)
         for part in self.arrays:
             write(part.state_offset, part.state)
             if part.stream is not None:
                 write(part.data_offset, part.stream)
-            elif not part.external and part.array.nbytes:
-                write(part.data_offset, part.raw_bytes())
+
+    def payload_arrays(self) -> list[ArrayPart]:
+        """Raw arrays whose bytes are in the payload, in offset order."""
+        return [
+            part for part in self.arrays
+            if part.stream is None and not part.external and part.array.nbytes
+        ]
+
+    def prefix_end(self) -> int:
+        ends = [self.base + len(self.skeleton)]
+        for part in self.arrays:
+            ends.append(part.state_offset + len(part.state))
+            if part.stream is not None:
+                ends.append(part.data_offset + len(part.stream))
+        return max(ends)
 
     def payload_bytes(self) -> bytearray:
         buffer = bytearray(self.size)
@@ -120,7 +141,16 @@ class DumpPlan:
         ]
 
     def skeleton_extent(self) -> pb.Extent:
-        return pb.Extent(offset=0, length=len(self.skeleton))
+        return pb.Extent(offset=self.base, length=len(self.skeleton))
+
+    def shift(self, header: int) -> None:
+        """Make room for a header of ``header`` bytes (a multiple of
+        PAYLOAD_ALIGNMENT) before everything."""
+        self.base += header
+        self.size += header
+        for part in self.arrays:
+            part.state_offset += header
+            part.data_offset += header
 
 
 class SkeletonPickler(pickle.Pickler):

@@ -38,6 +38,7 @@ import subprocess
 import threading
 import time
 import weakref
+from collections.abc import Callable
 
 from typing import Any, TypeVar
 
@@ -211,6 +212,23 @@ class Connection:
                 raise _StaleSession(err.details()) from None
             raise daemon_error(err, method, filename) from None
 
+    def invoke_while(
+        self, method: str, request: Any, filename: str | None, work: Callable[[], None]
+    ) -> Any:
+        """Start the call, run ``work`` while it runs, then wait for it."""
+        self.flush_releases()
+        future = getattr(self.stub, method).future(request)
+        try:
+            work()
+            return future.result()
+        except grpc.RpcError as err:
+            if err.code() == grpc.StatusCode.UNAVAILABLE:
+                self.broken = True
+            raise daemon_error(err, method, filename) from None
+        except BaseException:
+            future.cancel()  # the daemon sees it and stops
+            raise
+
     def flush_releases(self) -> None:
         """Send the releases queued by GC callbacks (this session's only:
         leases of a parent process or of a dead session are not ours)."""
@@ -333,18 +351,27 @@ def load(
     raise ConnectionError("persistd: Load of %r failed after reconnecting" % filename)
 
 
-def dump(request: Any, fds: list[int], filename: str | None) -> Any:
+def dump(
+    request: Any,
+    fds: list[int],
+    filename: str | None,
+    while_running: Callable[[], None] | None = None,
+) -> Any:
     """``Dump`` into the descriptors ``fds`` (target, then payload if not
-    inline). Retried once on a fresh connection if the daemon went away
-    before it wrote anything."""
+    inline). ``while_running`` runs while the daemon works (it fills a
+    streamed payload); if it raises, the call is cancelled, and the daemon
+    stops. Retried once on a fresh connection if the daemon went away
+    before it wrote anything (and nothing was streamed yet)."""
     for attempt in (0, 1):
         conn = get_connection()
         try:
             request.fds_token = conn.send_fds(fds)
-            return conn.invoke("Dump", request, filename, None)
+            if while_running is None:
+                return conn.invoke("Dump", request, filename, None)
+            return conn.invoke_while("Dump", request, filename, while_running)
         except ConnectionError:
             conn.broken = True
-            if attempt == 1 or os.fstat(fds[0]).st_size != 0:
+            if attempt == 1 or while_running is not None or os.fstat(fds[0]).st_size != 0:
                 raise
     raise AssertionError("unreachable")
 
