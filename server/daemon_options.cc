@@ -1,5 +1,6 @@
 #include "server/daemon_options.h"
 
+#include <ctype.h>
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -15,15 +16,6 @@ namespace {
 std::string Env(const char* name) {
   const char* value = ::getenv(name);
   return value == nullptr ? "" : value;
-}
-
-uint64_t DefaultCacheBytes() {
-  uint64_t bytes = 0;
-  if (absl::SimpleAtoi(Env("PERSISTD_CACHE_BYTES"), &bytes)) return bytes;
-  long pages = ::sysconf(_SC_PHYS_PAGES);
-  long page_size = ::sysconf(_SC_PAGESIZE);
-  if (pages <= 0 || page_size <= 0) return uint64_t{4} << 30;
-  return static_cast<uint64_t>(pages) * static_cast<uint64_t>(page_size) / 4;
 }
 
 // Accepts 123, 10K, 512M, 4G (binary units).
@@ -43,6 +35,40 @@ bool ParseBytes(absl::string_view text, uint64_t* out) {
   if (!absl::SimpleAtoi(text, &n)) return false;
   *out = n * scale;
   return true;
+}
+
+// The cache budget when --cache-bytes is not given: $PERSISTD_CACHE_BYTES
+// in the flag's syntax (a value the daemon ignored silently once cost a
+// user an hour: a bad one is an error naming the variable), else a quarter
+// of physical memory.
+absl::StatusOr<uint64_t> DefaultCacheBytes() {
+  const std::string env = Env("PERSISTD_CACHE_BYTES");
+  if (!env.empty()) {
+    uint64_t bytes = 0;
+    if (!ParseBytes(env, &bytes)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "PERSISTD_CACHE_BYTES='", env,
+          "' is not a size (e.g. 1073741824, 150M, 2G): fix or unset it"));
+    }
+    return bytes;
+  }
+  long pages = ::sysconf(_SC_PHYS_PAGES);
+  long page_size = ::sysconf(_SC_PAGESIZE);
+  if (pages <= 0 || page_size <= 0) return uint64_t{4} << 30;
+  return static_cast<uint64_t>(pages) * static_cast<uint64_t>(page_size) / 4;
+}
+
+// $PERSISTD_FSYNC: 1/0 (also true/false, yes/no, on/off); unset or empty
+// means off. Anything else is an error rather than a silent "off".
+absl::StatusOr<bool> DefaultFsync() {
+  std::string env = Env("PERSISTD_FSYNC");
+  for (char& c : env) c = static_cast<char>(::tolower(static_cast<unsigned char>(c)));
+  if (env.empty() || env == "0" || env == "false" || env == "no" || env == "off") {
+    return false;
+  }
+  if (env == "1" || env == "true" || env == "yes" || env == "on") return true;
+  return absl::InvalidArgumentError(absl::StrCat(
+      "PERSISTD_FSYNC='", Env("PERSISTD_FSYNC"), "' is not 1 or 0: fix or unset it"));
 }
 
 }  // namespace
@@ -69,7 +95,8 @@ std::string DaemonUsage() {
       "                     else /tmp/persistd-$UID/persistd.sock; now: ", DefaultSocketPath(), ")\n"
       "  --cache-bytes N    budget for cached segments; unused ones are evicted\n"
       "                     least-recently-used first (suffixes K, M, G, T;\n"
-      "                     default: $PERSISTD_CACHE_BYTES, else 1/4 of RAM)\n"
+      "                     default: $PERSISTD_CACHE_BYTES, same syntax, else\n"
+      "                     1/4 of RAM)\n"
       "  --threads N        compression threads per dump (default: CPUs online)\n"
       "  --fsync            clients fsync each dumped file before publishing it and\n"
       "                     its directory after, so a published file survives a\n"
@@ -99,11 +126,12 @@ absl::StatusOr<DaemonOptions> ParseDaemonOptions(
   DaemonOptions options;
   options.store_dir = DefaultStoreDir();
   options.socket_path = DefaultSocketPath();
-  options.cache_bytes = DefaultCacheBytes();
   long cpus = ::sysconf(_SC_NPROCESSORS_ONLN);
   options.codec_threads = cpus > 0 ? static_cast<int>(cpus) : 1;
-  const char* fsync_env = ::getenv("PERSISTD_FSYNC");
-  options.fsync = fsync_env != nullptr && std::string(fsync_env) == "1";
+  // Environment defaults are read after the flags: a flag that overrides a
+  // bad variable makes it harmless, and --help/--version always work.
+  bool cache_flag = false;
+  bool fsync_flag = false;
 
   for (size_t i = 0; i < args.size(); ++i) {
     std::string flag = args[i];
@@ -128,8 +156,10 @@ absl::StatusOr<DaemonOptions> ParseDaemonOptions(
       options.version = true;
     } else if (flag == "--fsync" && !has_value) {
       options.fsync = true;
+      fsync_flag = true;
     } else if (flag == "--no-fsync" && !has_value) {
       options.fsync = false;
+      fsync_flag = true;
     } else if (flag == "--store") {
       absl::StatusOr<std::string> v = take();
       if (!v.ok()) return v.status();
@@ -145,6 +175,7 @@ absl::StatusOr<DaemonOptions> ParseDaemonOptions(
         return absl::InvalidArgumentError(absl::StrCat(
             "--cache-bytes: '", *v, "' is not a size (e.g. 1073741824, 512M, 4G)"));
       }
+      cache_flag = true;
     } else if (flag == "--max-pickle-bytes" || flag == "--max-pickle-memory") {
       absl::StatusOr<std::string> v = take();
       if (!v.ok()) return v.status();
@@ -165,6 +196,17 @@ absl::StatusOr<DaemonOptions> ParseDaemonOptions(
       return absl::InvalidArgumentError(
           absl::StrCat("unknown option '", args[i], "' (see persistd --help)"));
     }
+  }
+  if (options.help || options.version) return options;
+  if (!cache_flag) {
+    absl::StatusOr<uint64_t> bytes = DefaultCacheBytes();
+    if (!bytes.ok()) return bytes.status();
+    options.cache_bytes = *bytes;
+  }
+  if (!fsync_flag) {
+    absl::StatusOr<bool> fsync = DefaultFsync();
+    if (!fsync.ok()) return fsync.status();
+    options.fsync = *fsync;
   }
   if (options.store_dir.empty() || options.socket_path.empty()) {
     return absl::InvalidArgumentError("--store and --socket must not be empty");

@@ -67,5 +67,40 @@ TEST(DaemonOptionsTest, HelpMentionsEveryFlag) {
   }
 }
 
+TEST(DaemonOptionsTest, CacheBytesVariableTakesTheFlagsSyntax) {
+  ::setenv("PERSISTD_CACHE_BYTES", "150M", 1);
+  absl::StatusOr<DaemonOptions> options = ParseDaemonOptions({});
+  ASSERT_TRUE(options.ok()) << options.status();
+  EXPECT_EQ(options->cache_bytes, uint64_t{150} << 20);
+  ::setenv("PERSISTD_CACHE_BYTES", "2G", 1);
+  options = ParseDaemonOptions({});
+  ASSERT_TRUE(options.ok()) << options.status();
+  EXPECT_EQ(options->cache_bytes, uint64_t{2} << 30);
+  ::unsetenv("PERSISTD_CACHE_BYTES");
+}
+
+TEST(DaemonOptionsTest, BadVariableIsAnErrorNamingIt) {
+  ::setenv("PERSISTD_CACHE_BYTES", "150MB", 1);
+  absl::StatusOr<DaemonOptions> bad = ParseDaemonOptions({});
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("PERSISTD_CACHE_BYTES"), std::string::npos);
+  EXPECT_NE(bad.status().message().find("150MB"), std::string::npos);
+  // A flag overrides the variable, and --help/--version always work.
+  EXPECT_TRUE(ParseDaemonOptions({"--cache-bytes", "1G"}).ok());
+  EXPECT_TRUE(ParseDaemonOptions({"--help"}).ok());
+  EXPECT_TRUE(ParseDaemonOptions({"--version"}).ok());
+  ::unsetenv("PERSISTD_CACHE_BYTES");
+
+  ::setenv("PERSISTD_FSYNC", "maybe", 1);
+  bad = ParseDaemonOptions({});
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("PERSISTD_FSYNC"), std::string::npos);
+  ::setenv("PERSISTD_FSYNC", "true", 1);
+  absl::StatusOr<DaemonOptions> on = ParseDaemonOptions({});
+  ASSERT_TRUE(on.ok());
+  EXPECT_TRUE(on->fsync);
+  ::unsetenv("PERSISTD_FSYNC");
+}
+
 }  // namespace
 }  // namespace persistd

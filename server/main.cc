@@ -12,7 +12,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
+#include <thread>
 #include <memory>
 #include <string>
 #include <vector>
@@ -20,6 +22,7 @@
 #include "absl/strings/str_cat.h"
 #include "grpcpp/server.h"
 #include "grpcpp/server_builder.h"
+#include "grpcpp/support/server_interceptor.h"
 #include "server/daemon_options.h"
 #include "server/io/atomic_file.h"
 #include "server/io/errno_status.h"
@@ -63,6 +66,35 @@ std::string Absolute(const std::string& path) {
   if (::getcwd(cwd, sizeof(cwd)) == nullptr) return path;
   return absl::StrCat(cwd, "/", path);
 }
+
+// Counts the unary calls in flight (everything but Attach streams), so
+// shutdown can let them finish and then end the sessions at once: gRPC's
+// Shutdown(deadline) waits for every call, and an Attach stream never ends
+// by itself, so a SIGTERM used to take the whole 5 s grace period while
+// clients and a restarted daemon waited.
+class InflightCounter : public grpc::experimental::ServerInterceptorFactoryInterface {
+ public:
+  grpc::experimental::Interceptor* CreateServerInterceptor(
+      grpc::experimental::ServerRpcInfo* info) override {
+    if (info->type() != grpc::experimental::ServerRpcInfo::Type::UNARY) return nullptr;
+    return new Counted(&inflight_);
+  }
+  int inflight() const { return inflight_.load(); }
+
+ private:
+  class Counted : public grpc::experimental::Interceptor {
+   public:
+    explicit Counted(std::atomic<int>* n) : n_(n) { ++*n_; }
+    ~Counted() override { --*n_; }
+    void Intercept(grpc::experimental::InterceptorBatchMethods* methods) override {
+      methods->Proceed();
+    }
+
+   private:
+    std::atomic<int>* n_;
+  };
+  std::atomic<int> inflight_{0};
+};
 
 int Fail(const absl::Status& status) {
   fprintf(stderr, "persistd: %s\n", std::string(status.message()).c_str());
@@ -122,6 +154,14 @@ int Run(const DaemonOptions& options) {
 
   grpc::ServerBuilder builder;
   builder.RegisterService(&service);
+  // Owned by the builder's list; outlives the server (this stack frame).
+  InflightCounter* inflight = new InflightCounter;
+  {
+    std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>>
+        interceptors;
+    interceptors.emplace_back(inflight);
+    builder.experimental().SetInterceptorCreators(std::move(interceptors));
+  }
   // Requests carry at most an inline payload (1 MiB) or source (64 KiB)
   // plus per-array extents; bigger ones are hostile. Replies may carry a
   // large index.
@@ -153,8 +193,14 @@ int Run(const DaemonOptions& options) {
   cache.Shutdown();
   ExitAfter(std::chrono::seconds(10), "persistd");
   (*listener)->Stop();
+  // Let dumps and loads in flight finish (up to 5 s), then cancel what is
+  // left -- the sessions' Attach streams -- at once.
+  const auto drain_deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  while (inflight->inflight() > 0 && std::chrono::steady_clock::now() < drain_deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
   (*inbox)->Stop();
-  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  server->Shutdown(std::chrono::system_clock::now());
   listener->reset();  // unlinks the socket
   fprintf(stderr, "persistd: stopped\n");
   return 0;

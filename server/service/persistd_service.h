@@ -72,6 +72,15 @@ class PersistdService final
   std::set<std::string> sessions_ ABSL_GUARDED_BY(mu_);
   std::atomic<uint64_t> dumps_{0};
   std::atomic<uint64_t> next_private_source_{1};
+
+  // -- administration (persistctl cache ls / evict) --------------------------
+ public:
+  grpc::Status ListSegments(grpc::ServerContext* context,
+                            const v1::ListSegmentsRequest* request,
+                            v1::ListSegmentsReply* reply) override;
+  grpc::Status Evict(grpc::ServerContext* context,
+                     const v1::EvictRequest* request,
+                     v1::EvictReply* reply) override;
 };
 
 }  // namespace persistd

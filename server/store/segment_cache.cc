@@ -1,6 +1,7 @@
 #include "server/store/segment_cache.h"
 
 #include <dirent.h>
+#include <errno.h>
 #include <stdio.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -29,6 +30,11 @@ std::vector<std::string> ListDir(const std::string& dir) {
   }
   ::closedir(d);
   return names;
+}
+
+bool SegmentFileMissing(const std::string& path) {
+  struct stat st;
+  return ::stat(path.c_str(), &st) != 0 && errno == ENOENT;
 }
 
 std::string MetaPath(const std::string& segment_path) {
@@ -197,6 +203,16 @@ absl::StatusOr<SegmentCache::Acquired> SegmentCache::Acquire(
         while (!theirs->done && !shutting_down_) built_.Wait(&mu_);
         if (theirs->done && !theirs->status.ok()) return theirs->status;
         continue;
+      }
+      if (found->segment->version.Matches(version) &&
+          SegmentFileMissing(found->segment->path)) {
+        // Removed by hand (or by a tmp cleaner): rebuild it rather than
+        // hand out a path the client cannot open.
+        fprintf(stderr, "persistd: segment %s of %s is gone; rebuilding it\n",
+                found->segment->path.c_str(), version.path.c_str());
+        ::mkdir(dir_.c_str(), 0700);
+        RetireLocked(found);
+        break;
       }
       if (found->segment->version.Matches(version)) {
         ++hits_;
@@ -387,6 +403,51 @@ SegmentCache::Stats SegmentCache::stats() const {
   s.hits = hits_;
   s.evictions = evictions_;
   return s;
+}
+
+std::vector<SegmentCache::Listing> SegmentCache::List() const {
+  absl::MutexLock lock(&mu_);
+  std::map<const Entry*, std::vector<std::string>> sessions;
+  for (const auto& [lease_id, lease] : leases_) {
+    sessions[lease.entry].push_back(lease.session);
+  }
+  std::vector<Listing> out;
+  auto add = [&](const Entry* entry) {
+    Listing listing;
+    listing.segment = entry->segment;
+    listing.current = entry->current;
+    auto it = sessions.find(entry);
+    if (it != sessions.end()) listing.lease_sessions = it->second;
+    out.push_back(std::move(listing));
+  };
+  for (const Entry* entry : lru_) add(entry);
+  for (const auto& [raw, entry] : entries_) {
+    if (entry->segment && !entry->in_lru) add(entry.get());
+  }
+  return out;
+}
+
+SegmentCache::Evicted SegmentCache::Evict(
+    const std::function<bool(const Segment&)>& match) {
+  absl::MutexLock lock(&mu_);
+  std::vector<Entry*> victims;
+  for (const auto& [raw, entry] : entries_) {
+    if (entry->segment && entry->current && match(*entry->segment)) {
+      victims.push_back(entry.get());
+    }
+  }
+  Evicted evicted;
+  for (Entry* entry : victims) {
+    evicted.segments.push_back(entry->segment);
+    if (entry->leases > 0) {
+      ++evicted.pending;
+    } else {
+      evicted.freed_bytes += entry->segment->size;
+    }
+    ++evictions_;
+    RetireLocked(entry);  // removes it now unless leased
+  }
+  return evicted;
 }
 
 }  // namespace persistd

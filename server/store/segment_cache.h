@@ -33,6 +33,7 @@
 #include <set>
 #include <string>
 #include <tuple>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
@@ -124,6 +125,26 @@ class SegmentCache {
     uint64_t evictions = 0;
   };
   Stats stats() const;
+
+  // -- administration (persistctl cache ls / evict) --------------------------
+  struct Listing {
+    std::shared_ptr<const Segment> segment;
+    bool current = false;  // serves loads of its source
+    std::vector<std::string> lease_sessions;  // one entry per lease
+  };
+  // Every built segment, current ones first in LRU order (least recent
+  // first), then those waiting for their last lease.
+  std::vector<Listing> List() const;
+
+  struct Evicted {
+    std::vector<std::shared_ptr<const Segment>> segments;
+    uint32_t pending = 0;      // leased: their files go with the last lease
+    uint64_t freed_bytes = 0;  // deleted now
+  };
+  // Stops serving every current segment for which `match` is true (called
+  // under the cache's lock: keep it cheap, no I/O). The next load of its
+  // source builds a new segment; clients that map it keep their mapping.
+  Evicted Evict(const std::function<bool(const Segment&)>& match);
 
  private:
   // How one build ended, for the requests that waited for it.

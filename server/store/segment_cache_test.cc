@@ -285,5 +285,63 @@ TEST(SegmentCacheRestartTest, RecordedSegmentsSurviveARestart) {
   EXPECT_GT(other->segment->generation, again->segment->generation);
 }
 
+TEST(SegmentCacheTest, SegmentFileRemovedByHandIsRebuilt) {
+  const std::string dir = MakeTempDir();
+  SegmentCache cache(dir, 1 << 20);
+  std::atomic<int> calls{0};
+  auto first = cache.Acquire(Version(1), true, FakeBuilder(10, &calls), "");
+  ASSERT_TRUE(first.ok());
+  ASSERT_EQ(::unlink(first->segment->path.c_str()), 0);
+  auto second = cache.Acquire(Version(1), true, FakeBuilder(10, &calls), "s");
+  ASSERT_TRUE(second.ok()) << second.status();
+  EXPECT_FALSE(second->hit);
+  EXPECT_EQ(calls, 2);
+  EXPECT_TRUE(Exists(second->segment->path));
+  EXPECT_EQ(cache.stats().bytes, 10u);  // the lost file no longer counts
+  // Even the whole segments directory.
+  ASSERT_EQ(::unlink(second->segment->path.c_str()), 0);
+  ::unlink((second->segment->path.substr(0, second->segment->path.size() - 4) + ".meta").c_str());
+  ASSERT_EQ(::rmdir(dir.c_str()), 0);
+  auto third = cache.Acquire(Version(1), true, FakeBuilder(10, &calls), "s");
+  ASSERT_TRUE(third.ok()) << third.status();
+  EXPECT_TRUE(Exists(third->segment->path));
+}
+
+TEST(SegmentCacheTest, ListShowsSegmentsAndTheirLeases) {
+  SegmentCache cache(MakeTempDir(), 1 << 20);
+  std::atomic<int> calls{0};
+  ASSERT_TRUE(cache.Acquire(Version(1), true, FakeBuilder(10, &calls), "").ok());
+  ASSERT_TRUE(cache.Acquire(Version(2), true, FakeBuilder(20, &calls), "s1").ok());
+  ASSERT_TRUE(cache.Acquire(Version(2), true, FakeBuilder(20, &calls), "s2").ok());
+  std::vector<SegmentCache::Listing> listed = cache.List();
+  ASSERT_EQ(listed.size(), 2u);
+  EXPECT_EQ(listed[0].segment->version.ino, 1u);  // unleased, in LRU order first
+  EXPECT_TRUE(listed[0].lease_sessions.empty());
+  EXPECT_EQ(listed[1].segment->version.ino, 2u);
+  EXPECT_EQ(listed[1].lease_sessions.size(), 2u);
+  EXPECT_TRUE(listed[1].current);
+}
+
+TEST(SegmentCacheTest, EvictRemovesUnleasedAndRetiresLeased) {
+  SegmentCache cache(MakeTempDir(), 1 << 20);
+  std::atomic<int> calls{0};
+  auto a = cache.Acquire(Version(1), true, FakeBuilder(10, &calls), "");
+  auto b = cache.Acquire(Version(2), true, FakeBuilder(20, &calls), "s");
+  ASSERT_TRUE(a.ok() && b.ok());
+  SegmentCache::Evicted evicted = cache.Evict([](const Segment&) { return true; });
+  EXPECT_EQ(evicted.segments.size(), 2u);
+  EXPECT_EQ(evicted.pending, 1u);
+  EXPECT_EQ(evicted.freed_bytes, 10u);
+  EXPECT_FALSE(Exists(a->segment->path));
+  EXPECT_TRUE(Exists(b->segment->path));  // mapped by its lessee
+  cache.Release("s", b->lease_id);
+  EXPECT_FALSE(Exists(b->segment->path));
+  // The next load builds anew.
+  auto again = cache.Acquire(Version(1), true, FakeBuilder(10, &calls), "");
+  ASSERT_TRUE(again.ok());
+  EXPECT_FALSE(again->hit);
+  EXPECT_EQ(cache.Evict([](const Segment& s) { return s.version.ino == 9; }).segments.size(), 0u);
+}
+
 }  // namespace
 }  // namespace persistd
