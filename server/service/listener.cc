@@ -10,10 +10,16 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <chrono>
+
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "grpcpp/server_posix.h"
+#include "server/io/acceptor.h"
 #include "server/io/errno_status.h"
 #include "server/io/fd_passing.h"
+#include "server/io/rate_limited_log.h"
 #include "server/io/unix_socket.h"
 
 namespace persistd {
@@ -46,8 +52,23 @@ void Listener::Stop() {
   thread_.join();
 }
 
+bool Listener::WaitOrStop(std::chrono::milliseconds delay) {
+  pollfd wake = {wake_fd_.get(), POLLIN, 0};
+  const auto deadline = std::chrono::steady_clock::now() + delay;
+  while (true) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) return false;
+    int rc = ::poll(&wake, 1, static_cast<int>(left.count()));
+    if (rc > 0) return true;
+    if (rc < 0 && errno != EINTR) return false;
+  }
+}
+
 void Listener::AcceptLoop(grpc::Server* server) {
   const uid_t self = ::geteuid();
+  Acceptor acceptor(listen_fd_.get());
+  RateLimitedLog log;
   for (;;) {
     pollfd fds[2] = {{listen_fd_.get(), POLLIN, 0}, {wake_fd_.get(), POLLIN, 0}};
     if (::poll(fds, 2, -1) < 0) {
@@ -57,26 +78,42 @@ void Listener::AcceptLoop(grpc::Server* server) {
     }
     if (fds[1].revents != 0) return;
     // gRPC's event engine expects a non-blocking descriptor.
-    int conn = ::accept4(listen_fd_.get(), nullptr, nullptr,
-                         SOCK_CLOEXEC | SOCK_NONBLOCK);
-    if (conn < 0) {
-      if (errno != EINTR && errno != EAGAIN && errno != ECONNABORTED) {
-        fprintf(stderr, "persistd: accept: %s\n", strerror(errno));
-      }
-      continue;
+    Acceptor::Result accepted =
+        acceptor.Accept(SOCK_CLOEXEC | SOCK_NONBLOCK);
+    switch (accepted.outcome) {
+      case Acceptor::Outcome::kAccepted:
+        break;
+      case Acceptor::Outcome::kNothing:
+        continue;
+      case Acceptor::Outcome::kShed:
+        log.Log(absl::StrCat(
+            "persistd: accept: ", strerror(accepted.error),
+            ": closed a new connection (the daemon is at its descriptor "
+            "limit; raise it with ulimit -n or LimitNOFILE=)"));
+        if (WaitOrStop(acceptor.backoff())) return;
+        continue;
+      case Acceptor::Outcome::kExhausted:
+      case Acceptor::Outcome::kError:
+        log.Log(absl::StrCat("persistd: accept: ", strerror(accepted.error)));
+        if (WaitOrStop(std::max(acceptor.backoff(),
+                                std::chrono::milliseconds(10)))) {
+          return;
+        }
+        continue;
     }
+    log.Flush();  // the repeats of a condition that has passed
+    const int conn = accepted.conn.get();
     absl::StatusOr<PeerCredentials> peer = PeerOf(conn);
     if (!peer.ok() || !TrustedPeer(peer->uid, self)) {
-      fprintf(stderr,
-              "persistd: refused a connection from uid %d (pid %d): only uid %d "
-              "may use this daemon\n",
-              peer.ok() ? static_cast<int>(peer->uid) : -1,
-              peer.ok() ? static_cast<int>(peer->pid) : -1, static_cast<int>(self));
-      ::close(conn);
-      continue;
+      log.Log(absl::StrFormat(
+          "persistd: refused a connection from uid %d (pid %d): only uid %d "
+          "may use this daemon",
+          peer.ok() ? static_cast<int>(peer->uid) : -1,
+          peer.ok() ? static_cast<int>(peer->pid) : -1, static_cast<int>(self)));
+      continue;  // closed by accepted.conn
     }
     // gRPC takes ownership of `conn`.
-    grpc::AddInsecureChannelFromFd(server, conn);
+    grpc::AddInsecureChannelFromFd(server, accepted.conn.Release());
   }
 }
 

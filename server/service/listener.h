@@ -2,11 +2,16 @@
 // it can check each peer's uid with SO_PEERCRED (gRPC cannot), and hands
 // the accepted fds to the gRPC server (grpc::AddInsecureChannelFromFd).
 //
+// At the process's descriptor limit it neither spins nor floods the log:
+// pending connections are shed with a reserve descriptor (see Acceptor),
+// accepting backs off, and repeated log lines are rate-limited.
+//
 // Invariant: while the Listener lives, socket_path_ is a socket bound by
 // this process with mode 0600; the destructor unlinks it.
 #ifndef PERSISTD_SERVER_SERVICE_LISTENER_H_
 #define PERSISTD_SERVER_SERVICE_LISTENER_H_
 
+#include <chrono>
 #include <memory>
 #include <string>
 #include <thread>
@@ -38,6 +43,8 @@ class Listener {
         listen_fd_(std::move(listen_fd)),
         wake_fd_(std::move(wake_fd)) {}
   void AcceptLoop(grpc::Server* server);
+  // Waits `delay` unless Stop() comes first; true if it did.
+  bool WaitOrStop(std::chrono::milliseconds delay);
 
   const std::string socket_path_;
   ScopedFd listen_fd_;
