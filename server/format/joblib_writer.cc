@@ -191,6 +191,15 @@ absl::Status PrepareArray(size_t k, const DumpArraySpec& spec, int protocol,
     }
   }
   if (!scanner.AtEnd()) return Invalid(k, "state pickle has bytes after STOP");
+  // STOP took the dict. Anything still below it (an item, a MARK) would
+  // stay in the output between the wrapper and its BUILD, which would then
+  // build that instead of the wrapper: only a POP on an empty stack fails.
+  PickleOp pop;
+  pop.code = kPop;
+  pop.offset = op.offset;
+  if (stack.Apply(pop, &event).ok()) {
+    return Invalid(k, "state pickle leaves more than the dict on the stack");
+  }
   absl::Status status =
       stack.LayoutFromState(stack.stopped(), op.offset, &prepared->layout);
   if (!status.ok()) {

@@ -4,6 +4,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "server/format/format_test_util.h"
 #include "server/format/joblib_reader.h"
@@ -270,6 +271,22 @@ TEST(JoblibWriterTest, RejectsBadInputBeforeWritingAnything) {
                 {{DumpArraySpec::Kind::kObjectStream, object.state_pickle,
                   trailing}},
                 "object stream: 1 bytes follow its STOP");
+}
+
+// Found by server/fuzz:joblib_writer_fuzzer: a state pickle that left an
+// item or a MARK under the dict was accepted, and BUILD then built that
+// instead of the wrapper, so the stream did not load.
+TEST(JoblibWriterTest, RejectsStatePickleLeavingMoreThanTheDict) {
+  const absl::string_view state = L(kArange6State);  // [PROTO FRAME dict .]
+  ASSERT_EQ(state.substr(0, 3), "\x80\x04\x95");
+  for (absl::string_view extra : {L("K\x01"), L("]"), L("(")}) {
+    const std::string leftover = absl::StrCat(state.substr(0, 2), extra,
+                                              state.substr(2));
+    ExpectInvalid(L(kArange6Skeleton),
+                  {{DumpArraySpec::Kind::kRaw, leftover, L(kArange6Data)}},
+                  "array 0: state pickle leaves more than the dict on the "
+                  "stack");
+  }
 }
 
 TEST(JoblibWriterTest, SinkErrorsAreReturned) {
