@@ -1,9 +1,17 @@
-"""Build hook: generate the gRPC stubs from proto/persistd.proto.
+"""Build hooks: generate the gRPC stubs, and ship the daemon in the wheel.
 
 The stubs are build products, never committed: the .proto in proto/ is the
 one contract with the daemon, so every install regenerates them from it.
 The proto directory defaults to ../../proto relative to this file (an
 in-tree build); set PERSISTD_PROTO_DIR to build from elsewhere.
+
+The daemon: with PERSISTD_WHEEL_DAEMON=/path/to/persistd (``auto``: the
+repo's bazel-bin/server/persistd) the build copies it to
+persistd/_bin/persistd and the wheel becomes a platform wheel
+(py3-none-linux_x86_64): pip-installing it is all a project needs. It is
+opt-in because developers reinstall the client into the repo's venv after
+every change: a daemon packaged there would be a stale copy that the client
+prefers to PATH. ``deploy/build_wheel.sh`` builds both and sets it.
 """
 
 from __future__ import annotations
@@ -16,6 +24,11 @@ from pathlib import Path
 
 from setuptools import setup
 from setuptools.command.build_py import build_py
+
+try:
+    from setuptools.command.bdist_wheel import bdist_wheel
+except ImportError:  # setuptools < 70.1
+    from wheel.bdist_wheel import bdist_wheel  # type: ignore[no-redef]
 
 HERE = Path(__file__).resolve().parent
 PROTO_NAME = "persistd.proto"
@@ -67,15 +80,62 @@ def generate_stubs(package_root: Path) -> None:
     )
 
 
+DAEMON_ENV = "PERSISTD_WHEEL_DAEMON"
+
+
+def daemon_binary() -> Path | None:
+    """The daemon to ship, or None for a wheel without one."""
+    choice = os.environ.get(DAEMON_ENV, "")
+    if not choice:
+        return None
+    path = HERE.parent.parent / "bazel-bin" / "server" / "persistd" if choice == "auto" else Path(choice)
+    if not (path.is_file() and os.access(path, os.X_OK)):
+        raise RuntimeError(
+            "%s=%s: no persistd binary at %s; build it first (`bazel build "
+            "//server:persistd`) or unset %s for a wheel without the daemon"
+            % (DAEMON_ENV, choice, path, DAEMON_ENV)
+        )
+    return path
+
+
+DAEMON = daemon_binary()
+
+
 class BuildPyWithProto(build_py):
-    """build_py that regenerates the stubs, so a rebuild sees proto edits."""
+    """build_py that regenerates the stubs, so a rebuild sees proto edits,
+    and copies the daemon into the package when one is shipped."""
 
     def run(self) -> None:
         generate_stubs(HERE)
         super().run()
+        target = Path(self.build_lib) / "persistd" / "_bin" / "persistd"
+        if DAEMON is None:
+            # An in-tree build directory may hold one from an earlier build.
+            if target.exists():
+                target.unlink()
+            return
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(DAEMON, target)
+        target.chmod(0o755)
+
+
+class PlatformWheel(bdist_wheel):
+    """With the daemon inside, the wheel is for this platform (any Python 3:
+    the binary does not touch the interpreter)."""
+
+    def finalize_options(self) -> None:
+        super().finalize_options()
+        if DAEMON is not None:
+            self.root_is_pure = False
+
+    def get_tag(self) -> tuple[str, str, str]:
+        python, abi, platform = super().get_tag()
+        if DAEMON is not None:
+            return "py3", "none", platform
+        return python, abi, platform
 
 
 # Also now: setuptools checks that persistd/_proto exists while it gathers
 # metadata, before any build command runs.
 generate_stubs(HERE)
-setup(cmdclass={"build_py": BuildPyWithProto})
+setup(cmdclass={"build_py": BuildPyWithProto, "bdist_wheel": PlatformWheel})

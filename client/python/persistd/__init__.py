@@ -8,8 +8,11 @@ segments, so N processes loading the same file share one copy, and
 
 Module map: ``api`` (arguments, joblib's checks), ``compression`` (the
 ``compress`` argument), ``pickling`` (dump side), ``unpickling`` (load side),
-``transport`` (daemon connection, sessions, leases), ``errors`` (gRPC status
-to exceptions), ``paths`` (socket location).
+``transport`` (daemon connection, sessions, leases), ``autostart``
+(starting a daemon when none answers), ``binary`` (which daemon to run),
+``errors`` (gRPC status to exceptions), ``paths`` (socket, store and
+environment), ``admin``/``verify``/``cli`` (persistctl), ``memory``
+(joblib.Memory backend).
 """
 
 import os as _os
@@ -39,6 +42,11 @@ def _enable_grpc_fork_support() -> None:
 _enable_grpc_fork_support()
 
 from persistd.api import dump, load  # noqa: E402
+from persistd import _joblib_hook  # noqa: E402
+
+# joblib.Memory(location, backend="persistd"): registered once joblib.memory
+# is imported (now, or later through a one-shot import hook): persistd.memory.
+_joblib_hook.install()
 
 __version__ = "0.1.0"
 

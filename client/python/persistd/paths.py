@@ -17,6 +17,14 @@ import stat
 SOCKET_ENV = "PERSISTD_SOCKET"
 #: Environment variable naming the daemon binary the client may start.
 BIN_ENV = "PERSISTD_BIN"
+#: Environment variable naming the daemon's store (read by the daemon too).
+STORE_ENV = "PERSISTD_STORE"
+#: Environment variable: 0 to never start a daemon, 1 (the default) to start
+#: one when none answers.
+AUTOSTART_ENV = "PERSISTD_AUTOSTART"
+
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
 
 
 def socket_path() -> str:
@@ -26,6 +34,11 @@ def socket_path() -> str:
     explicit = os.environ.get(SOCKET_ENV)
     if explicit:
         return explicit
+    return default_socket_path()
+
+
+def default_socket_path() -> str:
+    """The socket when $PERSISTD_SOCKET is not set (the systemd unit's)."""
     runtime_dir = os.environ.get("XDG_RUNTIME_DIR")
     if runtime_dir:
         return os.path.join(runtime_dir, "persistd.sock")
@@ -56,4 +69,49 @@ def check_private_directory(directory: str) -> None:
         "daemon there, so persistd will not connect. Use a private directory "
         "(mode 0700, yours): set $PERSISTD_SOCKET or $XDG_RUNTIME_DIR, or "
         "`chmod 700 %s` if it is yours" % (directory, problem, directory)
+    )
+
+
+def store_for_socket(socket: str) -> str | None:
+    """The ``--store`` for a daemon this client starts on ``socket``, or
+    None to leave the daemon its default.
+
+    The default socket gets the daemon's default store ($PERSISTD_STORE, else
+    ~/.local/share/persistd), the one the systemd unit uses too. Any other
+    socket gets a store beside it (``<dir>/<name>.store``, e.g.
+    ``/tmp/x/persistd.store`` for ``/tmp/x/persistd.sock``): one store per
+    socket, because a store serves one daemon only; two sockets sharing the
+    default store would make the second daemon refuse to start.
+    $PERSISTD_STORE, when set, wins (the daemon reads it itself).
+    """
+    if os.environ.get(STORE_ENV):
+        return None
+    if os.path.abspath(socket) == os.path.abspath(default_socket_path()):
+        return None
+    stem, ext = os.path.splitext(os.path.basename(socket))
+    name = (stem if ext == ".sock" else os.path.basename(socket)) + ".store"
+    return os.path.join(os.path.dirname(os.path.abspath(socket)), name)
+
+
+def log_path(socket: str) -> str:
+    """Where a daemon started by the client writes its log: beside its
+    socket, in a directory only this user can read."""
+    return os.path.join(os.path.dirname(os.path.abspath(socket)), "persistd.log")
+
+
+def autostart_enabled() -> bool:
+    """$PERSISTD_AUTOSTART: whether the client starts a daemon when none
+    answers. On by default: someone who writes ``from persistd import
+    dump`` expects dump to work, as joblib's does, without learning first
+    that a daemon exists. Set it to 0 where a supervisor (systemd) owns the
+    daemon, so that a stopped daemon shows up as an error instead of being
+    replaced by one with another configuration."""
+    value = os.environ.get(AUTOSTART_ENV, "").strip().lower()
+    if value in _TRUE or value == "":
+        return True
+    if value in _FALSE:
+        return False
+    raise ValueError(
+        "%s=%r is not 0 or 1: set it to 1 (start a daemon when none answers, "
+        "the default) or 0 (never), or unset it" % (AUTOSTART_ENV, os.environ[AUTOSTART_ENV])
     )

@@ -30,13 +30,9 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import fcntl
 import mmap
 import os
-import shutil
-import subprocess
 import threading
-import time
 import weakref
 from collections.abc import Callable
 
@@ -44,7 +40,7 @@ from typing import Any, TypeVar
 
 import grpc
 
-from persistd import paths
+from persistd import autostart, paths
 from persistd._proto import persistd_pb2 as pb
 from persistd.descriptors import DescriptorChannel
 from persistd._proto import persistd_pb2_grpc as pb_grpc
@@ -54,10 +50,20 @@ _CLIENT_NAME = "python/0.1.0"  # keep in step with persistd.__version__
 
 #: How long a probe (Status) may take before the daemon counts as not running.
 _PROBE_TIMEOUT_S = 2.0
-#: How long to wait for a daemon this client started to answer.
-_START_TIMEOUT_S = 5.0
 #: Deadline of the small control RPCs (release); bulk work has none.
 _CONTROL_TIMEOUT_S = 60.0
+
+#: gRPC channel options. The reconnect backoff is gRPC's default for the
+#: network (1 s, growing 1.6x to 120 s) cut to what a local socket needs: a
+#: daemon that restarts listens again within milliseconds, and a channel
+#: still backing off from the old one's exit would fail calls for seconds.
+CHANNEL_OPTIONS = [
+    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+    ("grpc.max_send_message_length", 64 * 1024 * 1024),
+    ("grpc.initial_reconnect_backoff_ms", 20),
+    ("grpc.min_reconnect_backoff_ms", 20),
+    ("grpc.max_reconnect_backoff_ms", 250),
+]
 
 _Reply = TypeVar("_Reply")
 
@@ -68,8 +74,6 @@ _orphans: list[Connection] = []
 #: (session_id, lease_id) pairs whose arrays were collected. Appended to by
 #: GC callbacks only (list.append is atomic), drained before each RPC.
 _pending_releases: list[tuple[str, str]] = []
-#: Daemons this process started; referenced so Popen does not warn.
-_started: list[subprocess.Popen[bytes]] = []
 #: In-flight wake-up calls made by the fork hook (kept so they are not cancelled).
 _wakers: list[Any] = []
 _wake_hook_registered = False
@@ -107,13 +111,7 @@ class Connection:
     def __init__(self, socket: str) -> None:
         self.pid = os.getpid()
         self.socket = socket
-        self.channel = grpc.insecure_channel(
-            "unix:" + socket,
-            options=[
-                ("grpc.max_receive_message_length", 64 * 1024 * 1024),
-                ("grpc.max_send_message_length", 64 * 1024 * 1024),
-            ],
-        )
+        self.channel = grpc.insecure_channel("unix:" + socket, options=CHANNEL_OPTIONS)
         self.stub: Any = pb_grpc.PersistdStub(self.channel)  # type: ignore[no-untyped-call]
         _register_wake_hook()
         self.broken = False
@@ -394,37 +392,34 @@ def make_lease(session_id: str, lease_id: str) -> Lease | None:
 
 # -- connecting and starting the daemon --------------------------------------
 def _connect() -> Connection:
+    """A connection to a daemon that answers, started if need be (see
+    ``persistd.autostart``)."""
     socket = paths.socket_path()
     # Whoever can write where the socket lives could put their own daemon
     # there: refuse such places before talking to anything in them.
     paths.check_private_directory(os.path.dirname(socket) or ".")
     conn = Connection(socket)
-    if conn.probe():
-        return conn
-    conn.close()
-    binary = _daemon_binary()
-    if binary is None:
-        raise ConnectionError(
-            "persistd is not running at {0}: start it with `persistd --socket {0}` "
-            "or set PERSISTD_BIN so the client can start it".format(socket)
-        )
-    _start_daemon(binary, socket)
-    conn = Connection(socket)
-    deadline = time.monotonic() + _START_TIMEOUT_S
-    while not conn.probe(timeout=0.5):
-        if time.monotonic() > deadline:
-            conn.close()
-            raise ConnectionError(
-                "persistd at {} did not answer within {:.0f} s after `{} --socket {}` "
-                "was started; see {}".format(
-                    socket, _START_TIMEOUT_S, binary, socket, _log_path(socket)
-                )
-            )
-        # A fresh channel each time: a channel backs off after failures.
+    try:
+        if conn.probe():
+            return conn
+    except BaseException:
         conn.close()
-        time.sleep(0.05)
-        conn = Connection(socket)
-    return conn
+        raise
+    # This channel failed to connect and is backing off: later probes and
+    # the calls after the start go through fresh ones.
+    conn.close()
+    autostart.ensure_running(socket, lambda timeout: _probe(socket, timeout))
+    return Connection(socket)
+
+
+def _probe(socket: str, timeout: float) -> bool:
+    """Whether a daemon answers on ``socket``, asked on a fresh channel (a
+    channel that failed to connect fails calls at once while it backs off)."""
+    conn = Connection(socket)
+    try:
+        return conn.probe(timeout)
+    finally:
+        conn.close()
 
 
 def _warn_fork_support() -> None:
@@ -439,60 +434,6 @@ def _warn_fork_support() -> None:
         RuntimeWarning,
         stacklevel=4,
     )
-
-
-def _daemon_binary() -> str | None:
-    explicit = os.environ.get(paths.BIN_ENV)
-    if explicit:
-        return explicit if os.access(explicit, os.X_OK) else None
-    return shutil.which("persistd")
-
-
-def _log_path(socket: str) -> str:
-    return os.path.join(os.path.dirname(socket) or ".", "persistd.log")
-
-
-def _start_daemon(binary: str, socket: str) -> None:
-    """Start the daemon detached from this process's session, unless another
-    client got there first (an exclusive lock next to the socket serializes
-    concurrent starters; the loser finds the daemon answering)."""
-    directory = os.path.dirname(socket) or "."
-    os.makedirs(directory, mode=0o700, exist_ok=True)
-    paths.check_private_directory(directory)
-    lock_path = os.path.join(directory, "persistd.start.lock")
-    lock_fd = os.open(
-        lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600
-    )
-    try:
-        fcntl.flock(lock_fd, fcntl.LOCK_EX)
-        probe = Connection(socket)
-        running = probe.probe(timeout=0.5)
-        probe.close()
-        if running:
-            return
-        log_fd = os.open(
-            _log_path(socket),
-            os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW,
-            0o600,
-        )
-        with open(log_fd, "ab") as log:
-            _started.append(
-                subprocess.Popen(
-                    [binary, "--socket", socket],
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                    close_fds=True,
-                )
-            )
-        deadline = time.monotonic() + _START_TIMEOUT_S
-        while time.monotonic() < deadline and not os.path.exists(socket):
-            if _started[-1].poll() is not None:
-                break
-            time.sleep(0.02)
-    finally:
-        os.close(lock_fd)
 
 
 def _register_wake_hook() -> None:

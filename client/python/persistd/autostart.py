@@ -1,0 +1,165 @@
+"""Starting a daemon when none answers (``$PERSISTD_AUTOSTART``, default on).
+
+Why on by default: ``from persistd import dump, load`` replaces joblib's
+functions, which need no server; a user who imports persistd expects dump
+and load to work. So the first call of a process that finds no daemon starts
+one, detached (its own session: Ctrl-C in the user's terminal does not stop
+it), and every later process uses it. Set ``PERSISTD_AUTOSTART=0`` where a
+supervisor owns the daemon (systemd: ``deploy/persistd.service``).
+
+What the started daemon gets:
+
+- ``--socket``: the socket the client was looking for;
+- ``--store``: derived from the socket (``paths.store_for_socket``), so a
+  client pointed at another socket never collides with the default store;
+- stderr: ``<socket dir>/persistd.log``. If it exits while starting, the
+  caller gets its own message at once (not after a timeout).
+
+Many processes may find no daemon at the same moment (a worker pool
+starting): an exclusive ``flock`` beside the socket lets one start it while
+the others wait and then find it answering. Exactly one daemon results.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+
+from persistd import binary, paths
+
+#: How long a started daemon may take to answer.
+START_TIMEOUT_S = 10.0
+#: How often the starter looks at the new daemon while it starts.
+_POLL_S = 0.01
+#: How much of the log a failure report quotes.
+_LOG_TAIL_BYTES = 4000
+
+#: Daemons this process started and that may still run. They are our
+#: children: kept (Popen would warn if collected while they run) and reaped
+#: once they exit (at the next start), so they leave no zombie behind.
+_started: list[subprocess.Popen[bytes]] = []
+
+
+def _reap() -> None:
+    _started[:] = [process for process in _started if process.poll() is None]
+
+
+class DaemonStartError(ConnectionError):
+    """The daemon this client started exited or did not answer."""
+
+
+def ensure_running(socket: str, probe: Callable[[float], bool]) -> None:
+    """Return once a daemon answers on ``socket``, starting one if allowed.
+
+    ``probe(timeout)`` is True when a daemon answers there (and raises if it
+    speaks another protocol).
+    """
+    if not paths.autostart_enabled():
+        raise ConnectionError(
+            "persistd is not running at {0}, and {1}=0 forbids starting it: start "
+            "it (`persistd --socket {0}`, or `systemctl --user start persistd`) "
+            "or unset {1}".format(socket, paths.AUTOSTART_ENV)
+        )
+    daemon = binary.find_binary()
+    if daemon is None:
+        raise ConnectionError(
+            "persistd is not running at %s and there is no daemon binary to start: %s"
+            % (socket, binary.HOW_TO_GET_ONE)
+        )
+    _reap()
+    directory = os.path.dirname(os.path.abspath(socket))
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    paths.check_private_directory(directory)
+    with _start_lock(directory):
+        if probe(0.5):
+            return  # another process started it while we waited for the lock
+        _start(daemon, socket, probe)
+
+
+@contextlib.contextmanager
+def _start_lock(directory: str) -> Iterator[None]:
+    """Serializes starters of one socket (held until the daemon answers)."""
+    fd = os.open(
+        os.path.join(directory, "persistd.start.lock"),
+        os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW,
+        0o600,
+    )
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def command(daemon: str, socket: str) -> list[str]:
+    """The command line of a daemon started for ``socket``."""
+    args = [daemon, "--socket", socket]
+    store = paths.store_for_socket(socket)
+    if store is not None:
+        args += ["--store", store]
+    return args
+
+
+def _start(daemon: str, socket: str, probe: Callable[[float], bool]) -> None:
+    args = command(daemon, socket)
+    log_path = paths.log_path(socket)
+    log_fd = os.open(
+        log_path,
+        os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW,
+        0o600,
+    )
+    with open(log_fd, "ab") as log:
+        start_offset = log.seek(0, os.SEEK_END)
+        process = subprocess.Popen(
+            args,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            close_fds=True,
+        )
+    _started.append(process)
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while True:
+        code = process.poll()
+        if code is not None:
+            raise DaemonStartError(
+                "persistd exited with status %d while starting (`%s`): %s"
+                % (code, " ".join(args), _explain(_log_since(log_path, start_offset)))
+            )
+        if os.path.exists(socket) and probe(0.25):
+            return
+        if time.monotonic() > deadline:
+            raise DaemonStartError(
+                "persistd (`%s`, pid %d) did not answer within %.0f s; its log %s says: %s"
+                % (" ".join(args), process.pid, START_TIMEOUT_S, log_path,
+                   _log_since(log_path, start_offset) or "nothing")
+            )
+        time.sleep(_POLL_S)
+
+
+def _log_since(log_path: str, offset: int) -> str:
+    """What the daemon wrote to its log since ``offset`` (its last lines)."""
+    try:
+        with open(log_path, "rb") as log:
+            size = log.seek(0, os.SEEK_END)
+            log.seek(max(offset, size - _LOG_TAIL_BYTES))
+            return log.read().decode(errors="replace").strip()
+    except OSError:
+        return ""
+
+
+def _explain(message: str) -> str:
+    """The daemon's message, plus what to do where it cannot say itself."""
+    if "error while loading shared libraries" in message:
+        message += (
+            " (the packaged daemon is built on Debian 12 and links its system "
+            "libraries: `apt-get install libgrpc++1.51 libabsl20220623 "
+            "libprotobuf32 liblz4-1 libzstd1 libbz2-1.0 liblzma5 libisal2`, or "
+            "build persistd on this machine and set PERSISTD_BIN)"
+        )
+    return message or "it wrote nothing"
