@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/statvfs.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -16,6 +17,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "server/codec/codec.h"
@@ -24,6 +26,7 @@
 #include "server/format/pickle_opcodes.h"
 #include "server/format/pickle_scanner.h"
 #include "server/format/symbolic_stack.h"
+#include "server/io/atomic_file.h"
 #include "server/io/errno_status.h"
 #include "server/io/growable_buffer.h"
 #include "server/io/scoped_fd.h"
@@ -253,6 +256,9 @@ class SegmentWriter {
                            static_cast<off_t>(offset));
       if (n < 0) {
         if (errno == EINTR) continue;
+        if (errno == ENOSPC || errno == EDQUOT) {
+          return NoSpace(offset + data.size(), errno);
+        }
         return ErrnoStatus("write segment", path_, errno);
       }
       data.remove_prefix(static_cast<size_t>(n));
@@ -268,12 +274,47 @@ class SegmentWriter {
     uint64_t target = AlignUp(end, step);
     int rc = ::posix_fallocate(fd_, static_cast<off_t>(allocated_),
                                static_cast<off_t>(target - allocated_));
+    if ((rc == ENOSPC || rc == EDQUOT) && target > AlignUp(end, 4096)) {
+      // The step ran past the free space: ask for what the bytes written
+      // need, so a segment that fits is never refused.
+      target = AlignUp(end, 4096);
+      rc = ::posix_fallocate(fd_, static_cast<off_t>(allocated_),
+                             static_cast<off_t>(target - allocated_));
+    }
+    if (rc == ENOSPC || rc == EDQUOT) return NoSpace(end, rc);
     if (rc != 0) {
       return ErrnoStatus(absl::StrCat("preallocate ", target, " bytes for segment"),
                          path_, rc);
     }
     allocated_ = target;
     return absl::OkStatus();
+  }
+
+  // The error for a full disk (or quota), naming the store and the way
+  // out: the segment needs `end` bytes so far.
+  absl::Status NoSpace(uint64_t end, int error) const {
+    struct statvfs fs;
+    std::string free_text = "unknown";
+    if (::fstatvfs(fd_, &fs) == 0) {
+      free_text = absl::StrCat(static_cast<uint64_t>(fs.f_bavail) *
+                               static_cast<uint64_t>(fs.f_frsize));
+    }
+    // Where the segment file really is (an unnamed O_TMPFILE included):
+    // what /proc says of the descriptor.
+    std::string where = "(in memory)";
+    char target[4096];
+    const ssize_t n =
+        ::readlink(absl::StrCat("/proc/self/fd/", fd_).c_str(), target,
+                   sizeof(target) - 1);
+    if (n > 0 && target[0] == '/' &&
+        !absl::StartsWith(absl::string_view(target, n), "/memfd:")) {
+      where = DirName(std::string(target, n));
+    }
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "no space left in the store ", where, ": ", strerror(error),
+        " while writing a segment of ", end, " bytes (", free_text,
+        " bytes free); free space there or set --cache-bytes lower so the "
+        "daemon keeps fewer cached segments"));
   }
 
   const int fd_;
