@@ -9,6 +9,11 @@ exactly what an attacker sends. Nothing here needs a zstd module.
 from __future__ import annotations
 
 import struct
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+
+from conftest import Daemon, status
 
 ZSTD_BLOCK = 1 << 17  # the largest zstd block (and our window: 128 KiB)
 
@@ -55,6 +60,13 @@ def binint(value: int) -> bytes:
     return b"J" + struct.pack("<i", value)
 
 
+def pickle_int(value: int) -> bytes:
+    """BININT when it fits in 31 bits, else LONG1 of 8 bytes (two's complement)."""
+    if 0 <= value < 1 << 31:
+        return binint(value)
+    return b"\x8a\x08" + struct.pack("<q" if value < 0 else "<Q", value)
+
+
 def array_wrapper(
     shape: tuple[int, ...] | bytes,
     dtype_code: str = "f8",
@@ -77,7 +89,7 @@ def array_wrapper(
         ops += shape_items
     else:
         assert isinstance(shape, tuple)
-        ops += b"(" + b"".join(binint(d) if d >= 0 else b"\x8a\x08" + struct.pack("<q", d) for d in shape) + b"t"
+        ops += b"(" + b"".join(pickle_int(d) for d in shape) + b"t"
     ops += short_str("order") + short_str("C")
     ops += short_str("dtype") + short_str("numpy") + short_str("dtype") + b"\x93"
     ops += short_str(dtype_code) + b"\x89\x88\x87R"  # (code, False, True) REDUCE
@@ -113,3 +125,31 @@ def reset_peak(pid: int) -> bool:
         return True
     except OSError:
         return False
+
+
+class ConfiguredDaemon(Daemon):
+    """A Daemon started with extra flags and, optionally, a function run in
+    the child before exec (to lower its RLIMIT_NOFILE, say)."""
+
+    def __init__(
+        self,
+        binary: str,
+        extra_args: Sequence[str] = (),
+        preexec_fn: Callable[[], None] | None = None,
+    ) -> None:
+        super().__init__(binary)
+        self.extra_args = list(extra_args)
+        self.preexec_fn = preexec_fn
+
+    def start(self, timeout: float = 15.0) -> None:
+        args = [self.binary, "--socket", self.socket, "--store", self.store, *self.extra_args]
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                args, stdout=log, stderr=subprocess.STDOUT, preexec_fn=self.preexec_fn
+            )
+        deadline = time.monotonic() + timeout
+        while status(self.socket, timeout=0.5) is None:
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError("persistd did not start:\n" + self.log())
+            time.sleep(0.05)

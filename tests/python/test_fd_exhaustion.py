@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import resource
 import socket
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,36 +20,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import Daemon, daemon_binary, status
-from hostile import array_wrapper
+from conftest import daemon_binary
+from hostile import ConfiguredDaemon, array_wrapper
 from persistd import load
 
 NOFILE = 48  # an idle daemon holds about 15
 CLIENTS = 150  # more than the limit and the backlog (128) together
 
 
-class LowLimitDaemon(Daemon):
-    """A Daemon whose process starts with RLIMIT_NOFILE = NOFILE."""
-
-    def start(self, timeout: float = 15.0) -> None:
-        args = [self.binary, "--socket", self.socket, "--store", self.store]
-
-        def limit() -> None:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (NOFILE, NOFILE))
-
-        with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, preexec_fn=limit)
-        deadline = time.monotonic() + timeout
-        while status(self.socket, timeout=0.5) is None:
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError("persistd did not start:\n" + self.log())
-            time.sleep(0.05)
+def _low_limit() -> None:
+    resource.setrlimit(resource.RLIMIT_NOFILE, (NOFILE, NOFILE))
 
 
 @pytest.fixture
-def low_limit_daemon(monkeypatch: pytest.MonkeyPatch) -> Iterator[LowLimitDaemon]:
-    instance = LowLimitDaemon(daemon_binary())
+def low_limit_daemon(monkeypatch: pytest.MonkeyPatch) -> Iterator[ConfiguredDaemon]:
+    """A daemon whose process starts with RLIMIT_NOFILE = NOFILE."""
+    instance = ConfiguredDaemon(daemon_binary(), preexec_fn=_low_limit)
     instance.start()
     monkeypatch.setenv("PERSISTD_SOCKET", instance.socket)
     try:
@@ -68,7 +53,7 @@ def cpu_seconds(pid: int) -> float:
 
 
 def test_descriptor_exhaustion_costs_little_cpu_and_log_and_passes(
-    low_limit_daemon: LowLimitDaemon, tmp_path: Path
+    low_limit_daemon: ConfiguredDaemon, tmp_path: Path
 ) -> None:
     daemon = low_limit_daemon
     assert daemon.process is not None
