@@ -127,6 +127,9 @@ class PlatformWheel(bdist_wheel):
         super().finalize_options()
         if DAEMON is not None:
             self.root_is_pure = False
+            # Install into platlib like any binary package (else the files
+            # land under .data/purelib/ of a non-pure wheel).
+            self.distribution.has_ext_modules = lambda: True  # type: ignore[method-assign]
 
     def get_tag(self) -> tuple[str, str, str]:
         python, abi, platform = super().get_tag()
