@@ -52,6 +52,8 @@ def _load_all(path: Path, n: int, timeout: float) -> list[BaseException | None]:
 
 
 def test_concurrent_loads_of_a_bad_file_all_get_its_error(fresh_daemon: Daemon, tmp_path: Path) -> None:
+    """Six loads share one failing build: all get its error, in time; a
+    later load tries again; a fixed file loads; no partial segment stays."""
     path = tmp_path / "bad.zst"
     path.write_bytes(SLOW_BAD)
     results = _load_all(path, 6, timeout=60)
@@ -71,6 +73,7 @@ def test_concurrent_loads_of_a_bad_file_all_get_its_error(fresh_daemon: Daemon, 
 
 
 def test_sigterm_stops_the_daemon_after_failed_builds(fresh_daemon: Daemon, tmp_path: Path) -> None:
+    """Failed builds leave nothing that keeps SIGTERM from stopping it."""
     path = tmp_path / "bad.zst"
     path.write_bytes(SLOW_BAD)
     _load_all(path, 4, timeout=60)

@@ -29,6 +29,7 @@ CLIENTS = 150  # more than the limit and the backlog (128) together
 
 
 def _low_limit() -> None:
+    """Runs in the daemon's child process before exec."""
     resource.setrlimit(resource.RLIMIT_NOFILE, (NOFILE, NOFILE))
 
 
@@ -55,6 +56,9 @@ def cpu_seconds(pid: int) -> float:
 def test_descriptor_exhaustion_costs_little_cpu_and_log_and_passes(
     low_limit_daemon: ConfiguredDaemon, tmp_path: Path
 ) -> None:
+    """CPU time and log growth stay small while connections pile up at the
+    descriptor limit (they were a core and megabytes a second), and the
+    daemon serves again once they are gone."""
     daemon = low_limit_daemon
     assert daemon.process is not None
     pid = daemon.process.pid

@@ -188,6 +188,7 @@ def hostile_daemon() -> Iterator[Daemon]:
 
 @pytest.fixture(scope="module")
 def good_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A valid file, loaded after every case: the daemon must still serve."""
     path = tmp_path_factory.mktemp("good") / "good.pkl"
     path.write_bytes(zstd_frame(good_stream()))
     return path
@@ -195,6 +196,8 @@ def good_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_hostile_file(name: str, hostile_daemon: Daemon, good_file: Path, tmp_path: Path) -> None:
+    """Loading the file fails as expected (or loads, as joblib would), the
+    daemon survives and serves, and its peak RSS stays within 64 MB."""
     case = CASES[name]
     path = tmp_path / (name + ".pkl")
     path.write_bytes(case.make())
@@ -222,4 +225,5 @@ def test_hostile_file(name: str, hostile_daemon: Daemon, good_file: Path, tmp_pa
 
 
 def test_there_are_at_least_30_cases() -> None:
+    """The table is the point: keep it broad."""
     assert len(CASES) >= 30

@@ -58,6 +58,8 @@ def zeros_file(path: Path, nbytes: int) -> Path:
 def test_a_segment_that_fits_loads_and_one_that_does_not_names_the_store(
     small_store_daemon: Daemon, tmp_path: Path
 ) -> None:
+    """ENOSPC only when the segment really does not fit, and then an error
+    that says where and what to do."""
     # 30 MiB cannot fit in 24: a clear error, naming the store and the flag.
     with pytest.raises(OSError) as raised:
         load(zeros_file(tmp_path / "big.zst", 30 << 20))
