@@ -46,6 +46,26 @@ def touch(value: object) -> float:
     return total
 
 
+def settle(pid: int, quiet_s: float = 0.03, limit_s: float = 10.0) -> None:
+    """Waits until process `pid` has used no CPU for `quiet_s` (at most
+    `limit_s`): persistd decompresses a compressed dump in the background
+    right after it (so its first load is warm), and that work must not be
+    billed to whatever the benchmark times next."""
+    def cpu_ticks() -> int:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return int(fields[11]) + int(fields[12])  # utime + stime
+
+    deadline = time.monotonic() + limit_s
+    last = cpu_ticks()
+    while time.monotonic() < deadline:
+        time.sleep(quiet_s)
+        now = cpu_ticks()
+        if now == last:
+            return
+        last = now
+
+
 def pss_bytes(pid: int) -> int:
     """Proportional set size of `pid` from /proc/PID/smaps_rollup."""
     with open(f"/proc/{pid}/smaps_rollup") as f:
