@@ -110,14 +110,15 @@ def test_cache_evict_stale_takes_deleted_and_changed_sources_only(
     for path in (kept, deleted, changed):
         dump(noise(20_000), path, compress=3)
         load(path)
-    dump(np.arange(10.0), changed, compress=3)  # a new file at the same path
+    dump(noise(20_000) + 1, changed, compress=3)  # a new file at the same path
+    load(changed)  # its segment (the dump's warm-up may still be building it)
     deleted.unlink()  # after: the new file could reuse its inode number
     states: dict[str, set[str]] = {}
     for info in run_json(capsys, "cache", "ls"):
         states.setdefault(info["source_path"], set()).add(info["source_state"])
     assert states[str(kept)] == {"SOURCE_CURRENT"}
     assert states[str(deleted)] == {"SOURCE_MISSING"}
-    # The old version's segment, and the new one's (built as it was dumped).
+    # The old version's segment, and the new one's.
     assert states[str(changed)] == {"SOURCE_CHANGED", "SOURCE_CURRENT"}
     code, out, _ = run(capsys, "cache", "evict", "--stale")
     assert code == 0
