@@ -11,6 +11,7 @@ The hook wraps nothing else and removes itself at its first use.
 
 from __future__ import annotations
 
+import importlib
 import importlib.abc
 import importlib.machinery
 import sys
@@ -32,7 +33,7 @@ def install() -> None:
 
 def _register() -> None:
     try:
-        import persistd.memory  # noqa: F401  (registers on import)
+        importlib.import_module("persistd.memory")  # registers on import
     except Exception as exc:  # never break the user's import of joblib
         warnings.warn(
             "persistd could not register its joblib.Memory backend: %s" % exc,
@@ -55,7 +56,9 @@ class _Finder(importlib.abc.MetaPathFinder):
         sys.meta_path.remove(self)  # one shot; and the search below skips us
         for finder in sys.meta_path:
             find = getattr(finder, "find_spec", None)
-            spec = find(fullname, path, target) if find is not None else None
+            spec: importlib.machinery.ModuleSpec | None = (
+                find(fullname, path, target) if find is not None else None
+            )
             if spec is not None:
                 if spec.loader is not None and hasattr(spec.loader, "exec_module"):
                     spec.loader = _RegisteringLoader(spec.loader)

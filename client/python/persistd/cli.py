@@ -123,7 +123,7 @@ def _cache_ls(args: argparse.Namespace) -> int:
                 _state(info),
             )
         )
-    _print_table(rows, right={2, 3, 4, 5})
+    _print_table(rows, right=frozenset({2, 3, 4, 5}))
     total = sum(info["segment_bytes"] for info in segments)
     print("%d segments, %s" % (len(segments), _size(total)))
     return 0
@@ -170,7 +170,7 @@ def _verify(args: argparse.Namespace) -> int:
             "ok" if array["ok"] else array.get("problem", "bad"),
         ))
     if report["arrays"]:
-        _print_table(rows, right={0, 5})
+        _print_table(rows, right=frozenset({0, 5}))
     print("%d arrays: %s" % (len(report["arrays"]), "ok" if report["ok"] else "PROBLEMS"))
     return 0 if report["ok"] else 1
 
@@ -188,7 +188,7 @@ def _print_json(value: Any) -> int:
     return 0
 
 
-def _print_table(rows: list[tuple[str, ...]], right: set[int] = set()) -> None:
+def _print_table(rows: Sequence[Sequence[str]], right: frozenset[int] = frozenset()) -> None:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         cells = [
