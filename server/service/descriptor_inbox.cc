@@ -8,11 +8,15 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <chrono>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "server/io/acceptor.h"
 #include "server/io/errno_status.h"
 #include "server/io/fd_passing.h"
+#include "server/io/rate_limited_log.h"
 #include "server/io/unix_socket.h"
 
 namespace persistd {
@@ -116,13 +120,25 @@ bool DescriptorInbox::Drain(int conn) {
 
 void DescriptorInbox::Loop() {
   const uid_t self = ::geteuid();
+  Acceptor acceptor(listen_fd_.get());
+  RateLimitedLog log;
   std::vector<ScopedFd> conns;
+  // Out of descriptors, the listening socket rests until then; the client
+  // connections are still served meanwhile (they free descriptors).
+  auto accept_after = std::chrono::steady_clock::now();
   for (;;) {
+    const auto now = std::chrono::steady_clock::now();
+    const bool listening = now >= accept_after;
     std::vector<pollfd> fds;
     fds.push_back({wake_fd_.get(), POLLIN, 0});
-    fds.push_back({listen_fd_.get(), POLLIN, 0});
+    fds.push_back({listening ? listen_fd_.get() : -1, POLLIN, 0});
     for (const ScopedFd& c : conns) fds.push_back({c.get(), POLLIN, 0});
-    int ready = ::poll(fds.data(), fds.size(), 1000);
+    const int timeout_ms =
+        listening ? 1000
+                  : static_cast<int>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                         accept_after - now)
+                                         .count()) + 1;
+    int ready = ::poll(fds.data(), fds.size(), timeout_ms);
     {
       absl::MutexLock lock(&mu_);
       ExpireLocked(absl::Now());
@@ -148,21 +164,24 @@ void DescriptorInbox::Loop() {
       if (keep) kept.push_back(std::move(conns[i]));
     }
     conns = std::move(kept);
-    if ((fds[1].revents & POLLIN) != 0) {
-      ScopedFd conn(::accept4(listen_fd_.get(), nullptr, nullptr,
-                              SOCK_CLOEXEC | SOCK_NONBLOCK));
-      if (!conn.valid()) {
-        // Out of descriptors: let a poll interval pass rather than spin.
-        if (errno == EMFILE || errno == ENFILE) ::usleep(100 * 1000);
-        continue;
-      }
-      absl::StatusOr<PeerCredentials> peer = PeerOf(conn.get());
-      if (!peer.ok() || !TrustedPeer(peer->uid, self) ||
-          conns.size() >= kMaxConnections) {
-        continue;  // closed by ScopedFd
-      }
-      conns.push_back(std::move(conn));
+    if ((fds[1].revents & POLLIN) == 0) continue;
+    Acceptor::Result accepted = acceptor.Accept(SOCK_CLOEXEC | SOCK_NONBLOCK);
+    if (accepted.outcome == Acceptor::Outcome::kNothing) continue;
+    if (accepted.outcome != Acceptor::Outcome::kAccepted) {
+      log.Log(absl::StrCat("persistd: descriptor socket accept: ",
+                           strerror(accepted.error),
+                           " (at the descriptor limit? raise ulimit -n)"));
+      accept_after = std::chrono::steady_clock::now() +
+                     std::max(acceptor.backoff(), std::chrono::milliseconds(10));
+      continue;
     }
+    log.Flush();
+    absl::StatusOr<PeerCredentials> peer = PeerOf(accepted.conn.get());
+    if (!peer.ok() || !TrustedPeer(peer->uid, self) ||
+        conns.size() >= kMaxConnections) {
+      continue;  // closed by accepted.conn
+    }
+    conns.push_back(std::move(accepted.conn));
   }
 }
 
