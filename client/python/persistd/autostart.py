@@ -22,6 +22,7 @@ the others wait and then find it answering. Exactly one daemon results.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import fcntl
 import os
@@ -46,6 +47,15 @@ _started: list[subprocess.Popen[bytes]] = []
 
 def _reap() -> None:
     _started[:] = [process for process in _started if process.poll() is None]
+
+
+@atexit.register
+def _let_go() -> None:
+    """At exit: reap the daemons that ended; the others outlive us by
+    design (Popen would call them leaks: "subprocess N is still running")."""
+    _reap()
+    for process in _started:
+        process.returncode = 0  # not ours to wait for any more
 
 
 class DaemonStartError(ConnectionError):
