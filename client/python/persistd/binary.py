@@ -28,8 +28,8 @@ PACKAGED = Path(__file__).resolve().parent / "_bin" / "persistd"
 
 HOW_TO_GET_ONE = (
     "install the persistd wheel, which carries the daemon "
-    "(`pip install persistd-<version>-py3-none-linux_x86_64.whl`; build it with "
-    "`bazel build //server:persistd && pip wheel client/python -w dist/`), "
+    "(`pip install persistd-<version>-py3-none-linux_x86_64.whl`; in a checkout "
+    "of persistd, `bash deploy/build_wheel.sh` builds it into dist/), "
     "or set PERSISTD_BIN=/path/to/persistd, or put persistd on PATH "
     "(deploy/install.sh installs it in ~/.local/bin)"
 )
