@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -14,6 +15,7 @@ import numpy as np
 import pytest
 
 import persistd
+import persistd.admin
 from conftest import Daemon
 
 
@@ -115,3 +117,28 @@ def test_module_import_registers_too() -> None:
     assert _STORE_BACKENDS["persistd"] is persistd.memory.PersistdStoreBackend
     assert persistd.memory.BACKEND_NAME == "persistd"
     assert persistd.__name__ == "persistd"
+
+
+def test_joblibs_own_memory_tests_pass_on_the_persistd_backend(
+    daemon: Daemon, tmp_path: Path
+) -> None:
+    """joblib's test_memory.py, with its default ("local") backend replaced
+    by persistd's: every Memory it makes caches through the daemon."""
+    tests = Path(joblib.__file__).parent / "test" / "test_memory.py"
+    if not tests.exists():
+        pytest.skip("this joblib was installed without its tests")
+    (tmp_path / "persistd_as_local_backend.py").write_text(
+        "import joblib.memory, persistd.memory\n"
+        "joblib.memory._STORE_BACKENDS['local'] = persistd.memory.PersistdStoreBackend\n"
+    )
+    before = persistd.admin.status()["dumps"]
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+         "-p", "persistd_as_local_backend", "-W", "ignore::pytest.PytestUnknownMarkWarning",
+         str(tests)],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+        env=dict(os.environ, PYTHONPATH=str(tmp_path)),
+    )
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert " passed" in result.stdout
+    assert persistd.admin.status()["dumps"] - before > 100  # they went through the daemon
