@@ -8,8 +8,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "client/cpp/random_bytes.h"
-#include "server/io/errno_status.h"
-#include "server/io/fd_passing.h"
+#include "common/io/errno_status.h"
+#include "common/io/fd_passing.h"
 
 namespace persistd {
 

@@ -17,7 +17,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "server/io/scoped_fd.h"
+#include "common/io/scoped_fd.h"
 
 namespace persistd {
 

@@ -10,8 +10,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "client/cpp/random_bytes.h"
-#include "server/io/atomic_file.h"
-#include "server/io/errno_status.h"
+#include "common/io/atomic_file.h"
+#include "common/io/errno_status.h"
 
 namespace persistd {
 

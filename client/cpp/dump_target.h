@@ -26,7 +26,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "server/io/scoped_fd.h"
+#include "common/io/scoped_fd.h"
 
 namespace persistd {
 

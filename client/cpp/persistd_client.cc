@@ -17,10 +17,10 @@
 #include "grpcpp/create_channel.h"
 #include "grpcpp/security/credentials.h"
 #include "proto/persistd.grpc.pb.h"
-#include "server/default_paths.h"
-#include "server/format/pickle_scanner.h"
-#include "server/io/errno_status.h"
-#include "server/io/scoped_fd.h"
+#include "common/default_paths.h"
+#include "common/pickle/pickle_scanner.h"
+#include "common/io/errno_status.h"
+#include "common/io/scoped_fd.h"
 
 namespace persistd {
 

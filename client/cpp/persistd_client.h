@@ -27,7 +27,7 @@
 #include "absl/strings/string_view.h"
 #include "client/cpp/array_view.h"
 #include "proto/persistd.pb.h"
-#include "server/io/mapped_region.h"
+#include "common/io/mapped_region.h"
 
 namespace persistd {
 

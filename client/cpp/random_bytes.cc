@@ -6,8 +6,8 @@
 #include <unistd.h>
 
 #include "absl/strings/escaping.h"
-#include "server/io/errno_status.h"
-#include "server/io/scoped_fd.h"
+#include "common/io/errno_status.h"
+#include "common/io/scoped_fd.h"
 
 namespace persistd {
 

@@ -1,20 +1,3 @@
-// Maps errno values to absl::Status, naming the operation and the path.
-#ifndef PERSISTD_SERVER_IO_ERRNO_STATUS_H_
-#define PERSISTD_SERVER_IO_ERRNO_STATUS_H_
-
-#include <string>
-
-#include "absl/status/status.h"
-#include "absl/strings/string_view.h"
-
-namespace persistd {
-
-// Returns e.g. NotFound("open /x/y: No such file or directory").
-// ENOENT maps to NotFound, EACCES/EPERM to PermissionDenied, ENOSPC/EDQUOT
-// to ResourceExhausted, everything else to Internal.
-absl::Status ErrnoStatus(absl::string_view op, absl::string_view path,
-                         int error_number);
-
-}  // namespace persistd
-
-#endif  // PERSISTD_SERVER_IO_ERRNO_STATUS_H_
+// Moved to common/io/errno_status.h (common/ is shared by the daemon and the clients);
+// forwarding until in-flight work lands. New code includes the new path.
+#include "common/io/errno_status.h"  // IWYU pragma: export

@@ -1,4 +1,4 @@
-#include "server/default_paths.h"
+#include "common/default_paths.h"
 
 #include <stdlib.h>
 #include <unistd.h>

@@ -1,11 +1,11 @@
-#include "server/io/fd_passing.h"
+#include "common/io/fd_passing.h"
 
 #include <errno.h>
 #include <string.h>
 #include <sys/socket.h>
 
 #include "absl/strings/str_cat.h"
-#include "server/io/errno_status.h"
+#include "common/io/errno_status.h"
 
 namespace persistd {
 

@@ -1,4 +1,4 @@
-#include "server/io/atomic_file.h"
+#include "common/io/atomic_file.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -11,7 +11,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "server/io/errno_status.h"
+#include "common/io/errno_status.h"
 
 namespace persistd {
 

@@ -1,11 +1,11 @@
-#include "server/io/mapped_region.h"
+#include "common/io/mapped_region.h"
 
 #include <errno.h>
 #include <sys/mman.h>
 
 #include <utility>
 
-#include "server/io/errno_status.h"
+#include "common/io/errno_status.h"
 
 namespace persistd {
 

@@ -1,9 +1,9 @@
-#include "server/format/pickle_scanner.h"
+#include "common/pickle/pickle_scanner.h"
 
 #include <cstring>
 
 #include "absl/strings/str_format.h"
-#include "server/format/pickle_opcodes.h"
+#include "common/pickle/pickle_opcodes.h"
 
 namespace persistd {
 namespace {

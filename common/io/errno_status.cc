@@ -1,4 +1,4 @@
-#include "server/io/errno_status.h"
+#include "common/io/errno_status.h"
 
 #include <errno.h>
 #include <string.h>
