@@ -31,7 +31,9 @@ from typing import Any, Callable
 import joblib
 import numpy as np
 
-import persistd
+# gRPC's INFO line when the daemon stops ("Got goaway") is not a result.
+os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+import persistd  # noqa: E402  (after GRPC_VERBOSITY: gRPC reads it at import)
 from common import private_daemon, settle, table, timed, touch
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
