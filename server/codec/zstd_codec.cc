@@ -3,6 +3,8 @@
 #include <zstd.h>
 #include <zstd_errors.h>
 
+#include <algorithm>
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <utility>
@@ -95,16 +97,29 @@ class ZstdEncoder : public Encoder {
 };
 
 // One zstd frame, decoded as its bytes arrive.
+//
+// libzstd checks the content size a frame header declares when it decodes
+// the frame in one pass, but not when it streams a frame whose last block
+// is empty (1.5.4), so the result depended on how the input was fed. The
+// decoder checks it itself: header_ keeps the first bytes of the frame and
+// decoded_ counts its output.
 class ZstdDecoder : public DecoderBase {
  public:
   ZstdDecoder() : ctx_(ZSTD_createDCtx()) {}
   ~ZstdDecoder() override { ZSTD_freeDCtx(ctx_); }
 
  private:
+  // ZSTD_FRAMEHEADERSIZE_MAX, which zstd.h keeps to static linking.
+  static constexpr size_t kMaxHeader = 18;
+
   absl::Status Step(absl::string_view input, ByteSink* out, size_t* used,
                     bool* end) override {
     if (ctx_ == nullptr) {
       return absl::ResourceExhaustedError("zstd ZSTD_createDCtx failed");
+    }
+    if (header_.size() < kMaxHeader) {
+      header_.append(input.data(),
+                     std::min(input.size(), kMaxHeader - header_.size()));
     }
     ZSTD_inBuffer in = {input.data(), input.size(), 0};
     while (true) {
@@ -112,6 +127,7 @@ class ZstdDecoder : public DecoderBase {
       // Returns 0 once a frame is decoded and flushed, and stops there.
       size_t rc = ZSTD_decompressStream(ctx_, &output, &in);
       buffer_.Commit(output.pos);
+      decoded_ += output.pos;
       if (ZSTD_isError(rc)) {
         if (ZSTD_getErrorCode(rc) == ZSTD_error_memory_allocation) {
           return ZstdError("ZSTD_decompressStream", rc);
@@ -119,6 +135,15 @@ class ZstdDecoder : public DecoderBase {
         return CorruptError(kName, fed_ + in.pos, ZSTD_getErrorName(rc));
       }
       if (rc == 0) {
+        const unsigned long long declared =
+            ZSTD_getFrameContentSize(header_.data(), header_.size());
+        if (declared != ZSTD_CONTENTSIZE_UNKNOWN &&
+            declared != ZSTD_CONTENTSIZE_ERROR && declared != decoded_) {
+          return CorruptError(
+              kName, fed_ + in.pos,
+              absl::StrCat("the frame header declares ", declared,
+                           " bytes, the frame holds ", decoded_));
+        }
         *used = in.pos;
         *end = true;
         return absl::OkStatus();
@@ -135,6 +160,8 @@ class ZstdDecoder : public DecoderBase {
   }
 
   ZSTD_DCtx* const ctx_;
+  std::string header_;    // the first (up to kMaxHeader) bytes fed
+  uint64_t decoded_ = 0;  // bytes of output so far
 };
 
 }  // namespace
