@@ -33,7 +33,7 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     work = tmp_path_factory.mktemp("wheel")
     source = work / "client"
     shutil.copytree(CLIENT, source, ignore=shutil.ignore_patterns("build", "*.egg-info", "_proto"))
-    env = dict(os.environ, PERSISTD_WHEEL_DAEMON=daemon_binary(),
+    env = dict(os.environ, PERSISTD_WHEEL_DAEMON=os.path.abspath(daemon_binary()),
                PERSISTD_PROTO_DIR=str(REPO_ROOT / "proto"))
     subprocess.run(
         # The repo venv's setuptools and grpcio-tools: no download to build.
@@ -135,7 +135,7 @@ def test_install_script_installs_the_daemon_and_skips_missing_systemd(
     prefix = tmp_path / "bin"
     result = subprocess.run(
         ["bash", str(REPO_ROOT / "deploy" / "install.sh"), "--prefix", str(prefix),
-         "--binary", daemon_binary()],
+         "--binary", os.path.abspath(daemon_binary())],
         env=fresh_user, capture_output=True, text=True, timeout=120,
     )
     assert result.returncode == 0, result.stderr

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from conftest import Daemon, daemon_binary, status
+from persistd._proto import persistd_pb2 as pb
 from persistd import dump, load
 from persistd.cli import main as persistctl
 
@@ -46,7 +47,7 @@ def segments_of(capsys: pytest.CaptureFixture[str], path: Path) -> list[dict[str
 def test_status_table_and_json(fresh_daemon: Daemon, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, "status")
     assert code == 0
-    assert "0.1.0 (protocol 2)" in out
+    assert "0.1.0 (protocol %d)" % pb.PROTOCOL_CURRENT in out
     assert fresh_daemon.socket in out and fresh_daemon.store in out
     reply = run_json(capsys, "status")
     assert reply["socket_path"] == fresh_daemon.socket

@@ -184,7 +184,8 @@ def plan_dump(value: Any, protocol: int, external: bool) -> DumpPlan:
     pickler.dump(value)
     plan = DumpPlan(skeleton=buffer.getvalue())
     del buffer
-    plan.arrays = [_array_part(array, protocol, external) for array in pickler.found]
+    states: dict[Any, bytes] = {}  # models repeat a few array layouts
+    plan.arrays = [_array_part(array, protocol, external, states) for array in pickler.found]
     _layout(plan)
     return plan
 
@@ -213,17 +214,23 @@ def array_order(array: np.ndarray) -> str:
     return "F" if (flags.f_contiguous and not flags.c_contiguous) else "C"
 
 
-def _array_part(array: np.ndarray, protocol: int, external: bool) -> ArrayPart:
-    state_buffer = io.BytesIO()
-    state_pickler = pickle.Pickler(state_buffer, protocol=protocol)
-    state_pickler.fast = True  # no memo: the daemon splices it into the skeleton
-    state_pickler.dump(wrapper_state(array))
+def _array_part(
+    array: np.ndarray, protocol: int, external: bool, states: dict[Any, bytes]
+) -> ArrayPart:
+    order = array_order(array)
+    # The state pickle depends only on these; a model of 200 trees has a
+    # handful of distinct ones, so each is pickled once.
+    key = (type(array), array.shape, order, array.dtype)
+    state = states.get(key)
+    if state is None:
+        state_buffer = io.BytesIO()
+        state_pickler = pickle.Pickler(state_buffer, protocol=protocol)
+        state_pickler.fast = True  # no memo: the daemon splices it into the skeleton
+        state_pickler.dump(wrapper_state(array))
+        state = states[key] = state_buffer.getvalue()
     # joblib: pickle.dump(array, file_handle, protocol=5) for object dtype.
     stream = pickle.dumps(array, protocol=5) if array.dtype.hasobject else None
-    return ArrayPart(
-        array, array_order(array), state_buffer.getvalue(), stream,
-        external=external and stream is None,
-    )
+    return ArrayPart(array, order, state, stream, external=external and stream is None)
 
 
 def _layout(plan: DumpPlan) -> None:

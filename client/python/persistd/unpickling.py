@@ -13,6 +13,7 @@ else is what joblib 1.6 does in ``NumpyArrayWrapper.read`` and
 from __future__ import annotations
 
 import io
+import math
 import os
 import pickle
 import sys
@@ -291,10 +292,10 @@ class Loader:
 
 
 def element_count(shape: Any) -> int:
-    """Product of the shape computed in int64 (joblib #859), 1 for 0-d."""
-    if len(shape) == 0:
-        return 1
-    return int(np.multiply.reduce([np.int64(x) for x in shape]))
+    """Product of the shape, 1 for 0-d. Exact (Python ints): a shape whose
+    product joblib's int64 arithmetic would wrap (#859) then fails the
+    length check instead of reading a wrong count."""
+    return math.prod(int(x) for x in shape)
 
 
 def _check_length(filename: str, entry: Any, expected: int) -> None:
