@@ -11,7 +11,9 @@ ensure_venv
 log "C++ tests (bazel test //...)"
 cd "$REPO_ROOT"
 set +e
-bazel test //... 2>&1 | tee /tmp/persistd-bazel-test.log | grep -E '(PASSED|FAILED|TIMEOUT|NO STATUS|ERROR)' 
+# The C++ client's cross-language tests (tests/cpp) write and read files
+# with this python's persistd and joblib.
+bazel test --test_env=PERSISTD_TEST_PYTHON="$PY" //... 2>&1 | tee /tmp/persistd-bazel-test.log | grep -E '(PASSED|FAILED|TIMEOUT|NO STATUS|ERROR)' 
 bazel_rc=${PIPESTATUS[0]}
 set -e
 passed=$(grep -c ' PASSED in' /tmp/persistd-bazel-test.log || true)

@@ -1,10 +1,15 @@
 #include "client/cpp/pickle_emitter.h"
 
-#include <cstring>
+#include <cstdint>
+#include <utility>
+
+#include "common/pickle/pickle_opcodes.h"
 
 namespace persistd {
 
 namespace {
+
+using namespace pickle_op;  // NOLINT: opcode names read best unqualified.
 
 void AppendLE(std::string* out, uint64_t v, int bytes) {
   for (int i = 0; i < bytes; ++i) out->push_back(static_cast<char>((v >> (8 * i)) & 0xff));
@@ -12,14 +17,17 @@ void AppendLE(std::string* out, uint64_t v, int bytes) {
 
 }  // namespace
 
-PickleEmitter::PickleEmitter() { out_ = "\x80\x04"; }
+PickleEmitter::PickleEmitter() {
+  Op(kProto);
+  out_.push_back(4);
+}
 
 void PickleEmitter::Str(absl::string_view s) {
   if (s.size() < 256) {
-    out_.push_back('\x8c');  // SHORT_BINUNICODE
+    Op(kShortBinUnicode);
     out_.push_back(static_cast<char>(s.size()));
   } else {
-    out_.push_back('X');  // BINUNICODE
+    Op(kBinUnicode);
     AppendLE(&out_, s.size(), 4);
   }
   out_.append(s.data(), s.size());
@@ -27,28 +35,28 @@ void PickleEmitter::Str(absl::string_view s) {
 
 void PickleEmitter::Int(int64_t v) {
   if (v >= 0 && v < 256) {
-    out_.push_back('K');  // BININT1
+    Op(kBinInt1);
     out_.push_back(static_cast<char>(v));
   } else if (v >= 0 && v < 65536) {
-    out_.push_back('M');  // BININT2
+    Op(kBinInt2);
     AppendLE(&out_, static_cast<uint64_t>(v), 2);
   } else if (v >= INT32_MIN && v <= INT32_MAX) {
-    out_.push_back('J');  // BININT
+    Op(kBinInt);
     AppendLE(&out_, static_cast<uint32_t>(static_cast<int32_t>(v)), 4);
   } else {
-    out_.push_back('\x8a');  // LONG1, 8 bytes two's complement
+    Op(kLong1);  // 8 bytes of two's complement
     out_.push_back(8);
     AppendLE(&out_, static_cast<uint64_t>(v), 8);
   }
 }
 
-void PickleEmitter::Bool(bool v) { out_.push_back(v ? '\x88' : '\x89'); }
-void PickleEmitter::None() { out_.push_back('N'); }
+void PickleEmitter::Bool(bool v) { Op(v ? kNewTrue : kNewFalse); }
+void PickleEmitter::None() { Op(kNone); }
 
 void PickleEmitter::Global(absl::string_view module, absl::string_view name) {
   Str(module);
   Str(name);
-  out_.push_back('\x93');  // STACK_GLOBAL
+  Op(kStackGlobal);
 }
 
 void PickleEmitter::Tuple(const std::vector<int64_t>& ints) {
@@ -57,30 +65,33 @@ void PickleEmitter::Tuple(const std::vector<int64_t>& ints) {
   TupleMark();
 }
 
-void PickleEmitter::EmptyDict() { out_.push_back('}'); }
-void PickleEmitter::Mark() { out_.push_back('('); }
-void PickleEmitter::SetItems() { out_.push_back('u'); }
-void PickleEmitter::Tuple3() { out_.push_back('\x87'); }
-void PickleEmitter::TupleMark() { out_.push_back('t'); }
-void PickleEmitter::Reduce() { out_.push_back('R'); }
-void PickleEmitter::Build() { out_.push_back('b'); }
+void PickleEmitter::EmptyDict() { Op(kEmptyDict); }
+void PickleEmitter::Mark() { Op(kMark); }
+void PickleEmitter::SetItems() { Op(kSetItems); }
+void PickleEmitter::Tuple3() { Op(kTuple3); }
+void PickleEmitter::TupleMark() { Op(kTuple); }
+void PickleEmitter::Reduce() { Op(kReduce); }
+void PickleEmitter::Build() { Op(kBuild); }
 
 void PickleEmitter::PersistentId(int64_t id) {
   Int(id);
-  out_.push_back('Q');  // BINPERSID
+  Op(kBinPersId);
 }
 
 std::string PickleEmitter::Finish() {
-  out_.push_back('.');
+  Op(kStop);
   return std::move(out_);
 }
 
 std::string WrapperStatePickle(absl::string_view dtype,
-                               const std::vector<uint64_t>& shape) {
+                               const std::vector<uint64_t>& shape, char order) {
   // numpy pickles dtype('<f8') as dtype('f8', False, True) with state
-  // (3, '<', None, None, None, -1, -1, 0).
+  // (3, '<', None, None, None, -1, -1, 0): version, byte order, no
+  // subarray, no fields, no names, elsize and alignment -1 (implied by the
+  // type), no flags. That holds for the numeric kinds only.
   char byteorder = dtype.empty() ? '|' : dtype[0];
   absl::string_view kind = dtype.substr(dtype.empty() ? 0 : 1);
+  const char order_text[] = {order, '\0'};
   PickleEmitter p;
   p.EmptyDict();
   p.Mark();
@@ -90,7 +101,7 @@ std::string WrapperStatePickle(absl::string_view dtype,
   std::vector<int64_t> dims(shape.begin(), shape.end());
   p.Tuple(dims);
   p.Str("order");
-  p.Str("C");
+  p.Str(order_text);
   p.Str("dtype");
   p.Global("numpy", "dtype");
   p.Str(kind);

@@ -2,6 +2,7 @@
 // produce joblib files: a dict of named arrays (the skeleton, arrays as
 // persistent ids) and NumpyArrayWrapper state dicts with a numpy dtype.
 // Protocol 4, no memo, no frames (the daemon frames the final stream).
+// Opcodes come from common/pickle/pickle_opcodes.h, the daemon's own.
 #ifndef PERSISTD_CLIENT_CPP_PICKLE_EMITTER_H_
 #define PERSISTD_CLIENT_CPP_PICKLE_EMITTER_H_
 
@@ -36,14 +37,17 @@ class PickleEmitter {
   std::string Finish();
 
  private:
+  void Op(uint8_t code) { out_.push_back(static_cast<char>(code)); }
+
   std::string out_;
 };
 
-// The pickle of a NumpyArrayWrapper state dict for a C-ordered array of
-// `dtype` (a numpy dtype.str such as "<f8") and `shape`, exactly the keys
-// joblib writes.
+// The pickle of a NumpyArrayWrapper state dict for an array of `dtype` (a
+// numpy dtype.str of a numeric kind, "<f8", "|b1", ">i4"), `shape` and
+// memory order ('C' or 'F'), with exactly the keys joblib writes.
 std::string WrapperStatePickle(absl::string_view dtype,
-                               const std::vector<uint64_t>& shape);
+                               const std::vector<uint64_t>& shape,
+                               char order = 'C');
 
 }  // namespace persistd
 

@@ -1,9 +1,10 @@
-"""The C++ client against real joblib, through a real daemon.
+"""The C++ client's command-line tools against real joblib, through a real daemon.
 
-persistd_tool (client/cpp) is the C++ client's command-line face: it dumps
-a dict of arrays from C++ and inspects any joblib file through typed,
-zero-copy views. Python's joblib is the oracle in both directions; files
-the C++ client writes are also read back through the daemon by the tool.
+persistd_tool (client/cpp) dumps a fixed dict of arrays from C++, and
+persistd-inspect (client/cpp/examples) lists any joblib file's arrays with
+a CRC-32 of their bytes, read through the C++ client's zero-copy views.
+Python's joblib is the oracle in both directions. (The C++ library's own
+round trips with Python are tests/cpp/client_daemon_test.cc.)
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import os
 import stat
 import subprocess
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,9 +23,13 @@ import pytest
 from conftest import REPO_ROOT, Daemon
 
 TOOL = Path(os.environ.get("PERSISTD_TOOL", REPO_ROOT / "bazel-bin" / "client" / "cpp" / "persistd_tool"))
+INSPECT = Path(
+    os.environ.get("PERSISTD_INSPECT", REPO_ROOT / "bazel-bin" / "client" / "cpp" / "persistd-inspect")
+)
 
 pytestmark = pytest.mark.skipif(
-    not TOOL.exists(), reason="persistd_tool not built (bazel build //client/cpp:persistd_tool)"
+    not TOOL.exists() or not INSPECT.exists(),
+    reason="C++ tools not built (bazel build //client/cpp:persistd_tool //client/cpp:persistd-inspect)",
 )
 
 CODECS = ["none", "zlib", "gzip", "bz2", "lzma", "xz", "lz4", "zstd"]
@@ -37,10 +43,10 @@ DEMO = {
 
 
 def run_tool(
-    daemon: Daemon, *args: str, preexec_fn: Callable[[], object] | None = None
+    daemon: Daemon, *args: str, preexec_fn: Callable[[], object] | None = None, binary: Path = TOOL
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [str(TOOL), "--socket", daemon.socket, *args],
+        [str(binary), "--socket", daemon.socket, *args],
         capture_output=True,
         text=True,
         timeout=60,
@@ -55,19 +61,29 @@ def tool(daemon: Daemon, *args: str, preexec_fn: Callable[[], object] | None = N
 
 
 def inspect(daemon: Daemon, path: Path) -> dict[str, list[str]]:
-    """name -> [index, name, dtype, (shape), sum] as the C++ client sees it."""
-    lines = [line.split("\t") for line in tool(daemon, "inspect", str(path)).splitlines()]
+    """name -> [path, name, dtype, shape, order, bytes, crc32] as the C++
+    client sees it (persistd-inspect --tsv)."""
+    result = run_tool(daemon, "--tsv", str(path), binary=INSPECT)
+    assert result.returncode == 0, result.stderr
+    lines = [line.split("\t") for line in result.stdout.splitlines()]
     return {fields[1]: fields for fields in lines}
+
+
+def crc32(array: np.ndarray) -> str:
+    return "%08x" % zlib.crc32(array.tobytes(order="A"))
 
 
 def assert_demo_arrays(daemon: Daemon, path: Path) -> None:
     by_name = inspect(daemon, path)
     assert by_name.keys() == DEMO.keys()
     for name, array in DEMO.items():
-        _, _, dtype, shape, total = by_name[name]
+        array_path, _, dtype, shape, order, nbytes, crc = by_name[name]
+        assert array_path == '["%s"]' % name
         assert dtype == array.dtype.str
-        assert shape == "(%s)" % ",".join(str(d) for d in array.shape)
-        assert float(total) == pytest.approx(float(array.sum()), rel=1e-6)
+        assert shape == repr(array.shape)
+        assert order == "C"
+        assert int(nbytes) == array.nbytes
+        assert crc == crc32(array)
 
 
 @pytest.mark.parametrize("codec", CODECS)
@@ -112,7 +128,7 @@ def test_cpp_dump_writes_through_a_symlink(daemon: Daemon, tmp_path: Path) -> No
 def test_cpp_load_refuses_a_fifo_at_once(daemon: Daemon, tmp_path: Path) -> None:
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)
-    result = run_tool(daemon, "inspect", str(fifo))  # must not wait for a writer
+    result = run_tool(daemon, str(fifo), binary=INSPECT)  # must not wait for a writer
     assert result.returncode == 1
     assert "FIFO, not a regular file" in result.stderr
 
@@ -132,11 +148,12 @@ def test_cpp_views_arrays_of_a_joblib_file(daemon: Daemon, tmp_path: Path, compr
     by_name = inspect(daemon, path)
     assert set(by_name) == set(model)
     for name, array in model.items():
-        _, _, dtype, shape, total = by_name[name]
+        array_path, _, dtype, shape, order, _, crc = by_name[name]
+        assert array_path == '["%s"]' % name
         if array.dtype == object:
             assert dtype == "|O"
             continue
         assert dtype == array.dtype.str
-        assert shape == "(%s)" % ",".join(str(d) for d in array.shape)
-        if array.dtype.kind in "fiu":
-            assert float(total) == pytest.approx(float(array.sum()), rel=1e-6)
+        assert shape == repr(array.shape)
+        assert order == ("F" if name == "fortran" else "C")
+        assert crc == crc32(array)
