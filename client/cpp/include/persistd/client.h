@@ -68,6 +68,8 @@ class Lease;
 // this machine; a big-endian port would have to swap them.
 static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
               "persistd's dtype names assume a little-endian machine");
+// numpy's bool is one byte, 0 or 1; so must C++'s be for a zero-copy view.
+static_assert(sizeof(bool) == 1, "numpy's |b1 needs a one-byte bool");
 
 // numpy's dtype.str for a C++ element type, or nullptr when the type has
 // no numpy counterpart (float16, datetimes, strings: use File::Bytes and
