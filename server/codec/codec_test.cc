@@ -651,6 +651,27 @@ TEST(CorruptionTest, ZstdContentSizeIsCheckedHoweverTheFrameIsFed) {
   EXPECT_TRUE(decoded.data().empty());
 }
 
+// Found by server/fuzz:codec_fuzzer: libzstd decodes a legacy (v0.6) frame
+// only when its magic number arrives in one piece. Only standard frames are
+// zstd, as for DetectCodec, however they are fed.
+TEST(CorruptionTest, ZstdDecodesOnlyStandardFramesHoweverFed) {
+  const std::string legacy("\x26\xb5\x2f\xfd" "\x04\x58\x00\x00", 8);
+  const std::string skippable("\x50\x2a\x4d\x18" "\x00\x00\x00\x00", 8);
+  for (const std::string& frame : {legacy, skippable}) {
+    StringSink decoded;
+    EXPECT_EQ(Decode(Codec::kZstd, frame, &decoded, nullptr).code(),
+              absl::StatusCode::kDataLoss);
+    for (size_t step : {size_t{1}, size_t{3}, frame.size()}) {
+      SCOPED_TRACE(absl::StrCat("pieces of ", step));
+      PieceSource source(frame, {step});
+      uint64_t consumed = 0;
+      absl::Status status =
+          DecodeAllFrom(Codec::kZstd, &source, &decoded, &consumed);
+      EXPECT_EQ(status.code(), absl::StatusCode::kDataLoss) << status;
+    }
+  }
+}
+
 TEST(TruncationTest, EveryCutIsDataLossNamingTheCodec) {
   const std::string input = RandomishBytes(300000) + CompressibleBytes(300000);
   for (Codec codec : kCompressors) {

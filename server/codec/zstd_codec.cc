@@ -98,11 +98,14 @@ class ZstdEncoder : public Encoder {
 
 // One zstd frame, decoded as its bytes arrive.
 //
-// libzstd checks the content size a frame header declares when it decodes
-// the frame in one pass, but not when it streams a frame whose last block
-// is empty (1.5.4), so the result depended on how the input was fed. The
-// decoder checks it itself: header_ keeps the first bytes of the frame and
-// decoded_ counts its output.
+// libzstd's streaming decoder depends on how the input is fed in two ways
+// (1.5.4), and the decoder makes up for both, from header_, the first bytes
+// of the frame, and decoded_, its output so far:
+//  - it checks the content size a frame header declares when it decodes
+//    the frame in one pass, but not when a frame ends with an empty block;
+//  - it decodes a legacy (v0.x) frame only when its magic number arrives in
+//    one piece. Only standard frames are zstd here, as in DetectCodec;
+//    legacy and skippable frames are corrupt input.
 class ZstdDecoder : public DecoderBase {
  public:
   ZstdDecoder() : ctx_(ZSTD_createDCtx()) {}
@@ -111,6 +114,8 @@ class ZstdDecoder : public DecoderBase {
  private:
   // ZSTD_FRAMEHEADERSIZE_MAX, which zstd.h keeps to static linking.
   static constexpr size_t kMaxHeader = 18;
+  // ZSTD_MAGICNUMBER, little-endian.
+  static constexpr absl::string_view kMagic{"\x28\xb5\x2f\xfd", 4};
 
   absl::Status Step(absl::string_view input, ByteSink* out, size_t* used,
                     bool* end) override {
@@ -120,6 +125,10 @@ class ZstdDecoder : public DecoderBase {
     if (header_.size() < kMaxHeader) {
       header_.append(input.data(),
                      std::min(input.size(), kMaxHeader - header_.size()));
+      const size_t n = std::min(header_.size(), kMagic.size());
+      if (absl::string_view(header_).substr(0, n) != kMagic.substr(0, n)) {
+        return CorruptError(kName, 0, "not a zstd frame (bad magic number)");
+      }
     }
     ZSTD_inBuffer in = {input.data(), input.size(), 0};
     while (true) {
