@@ -27,3 +27,12 @@ fi
 
 log "Python tests (pytest, real daemons on temporary sockets)"
 PERSISTD_BIN="$DAEMON" "$PY" -m pytest -q -p no:cacheprovider "$REPO_ROOT/tests/python" "$@"
+
+# libFuzzer targets (server/fuzz) with ASan + UBSan: 30 s each by default,
+# four targets, about 2 minutes plus an incremental clang build.
+# PERSISTD_FUZZ_SECONDS=0 skips them.
+fuzz_seconds="${PERSISTD_FUZZ_SECONDS:-30}"
+if [ "$fuzz_seconds" -gt 0 ]; then
+  log "fuzzing (deploy/fuzz.sh, ${fuzz_seconds}s per target)"
+  "$REPO_ROOT/deploy/fuzz.sh" "$fuzz_seconds"
+fi
