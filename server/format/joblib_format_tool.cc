@@ -6,9 +6,10 @@
 //   joblib_format_tool index STREAM SKELETON_OUT
 //       Indexes STREAM, writes the rewritten pickle to SKELETON_OUT and
 //       prints "end <offset>" and one "array <kind> <offset> <length>
-//       <padded> <dtype> <itemsize> <shape> <order>" line per array (kind:
-//       raw, object, legacy; dtype "-" when empty; shape "d0,d1,..." or
-//       "()"; order C or F), as in testdata/*.idx.
+//       <padded> <dtype> <itemsize> <shape> <order> <path>" line per array
+//       (kind: raw, object, legacy; dtype "-" when empty; shape
+//       "d0,d1,..." or "()"; order C or F; path "-" when empty), as in
+//       testdata/*.idx plus the path.
 //   joblib_format_tool write SKELETON OUT [raw|object STATE DATA]...
 //       Writes the joblib stream for SKELETON and the arrays to OUT and
 //       prints "bytes <n>".
@@ -67,13 +68,14 @@ int Index(const char* stream_path, const char* skeleton_path) {
       if (!shape.empty()) shape += ",";
       shape += std::to_string(dim);
     }
-    std::printf("array %s %llu %llu %d %s %llu %s %c\n", kind,
+    std::printf("array %s %llu %llu %d %s %llu %s %c %s\n", kind,
                 static_cast<unsigned long long>(a.offset),
                 static_cast<unsigned long long>(a.length), a.padded ? 1 : 0,
                 a.dtype.empty() ? "-" : a.dtype.c_str(),
                 static_cast<unsigned long long>(a.itemsize),
                 shape.empty() ? "()" : shape.c_str(),
-                a.fortran_order ? 'F' : 'C');
+                a.fortran_order ? 'F' : 'C',
+                a.path.empty() ? "-" : a.path.c_str());
   }
   return 0;
 }

@@ -43,6 +43,14 @@ struct PickleLimits {
 // approximate where the allocator hides the truth (a hash map node is
 // counted as kHashNodeBytes) and exact for vectors (their capacity).
 //
+// Some memory is only worth having while nothing else needs it: the
+// tables that name each array's place in the value (object_paths.h) can be
+// given up without failing the stream. Its holder charges it with
+// TryChargeSpare and registers as the budget's Spare; a TryCharge that
+// would fail first asks the Spare to give everything back (once: the holder
+// then stops tracking), so spare memory never makes the budget refuse a
+// stream it would accept without it.
+//
 // Invariant: used_ <= limit_.
 //
 // Not thread-safe; one indexer uses it.
@@ -53,17 +61,43 @@ class MemoryBudget {
   // the bucket array.
   static constexpr uint64_t kHashNodeBytes = 48;
 
+  // The holder of spare memory.
+  class Spare {
+   public:
+    virtual ~Spare() = default;
+    // Frees all the spare memory and refunds it to the budget.
+    virtual void Release() = 0;
+  };
+
   explicit MemoryBudget(uint64_t limit) : limit_(limit) {}
   MemoryBudget(const MemoryBudget&) = delete;
   MemoryBudget& operator=(const MemoryBudget&) = delete;
 
-  // Charges `bytes` if they fit; false (and nothing charged) otherwise.
+  // Charges `bytes` if they fit, after releasing the spare memory if they
+  // would not otherwise; false (and nothing charged) when they still do not.
   bool TryCharge(uint64_t bytes) {
+    if (bytes > limit_ - used_ && !ReleaseSpare()) return false;
+    return TryChargeSpare(bytes);
+  }
+  // Charges `bytes` of spare memory if they fit as things are.
+  bool TryChargeSpare(uint64_t bytes) {
     if (bytes > limit_ - used_) return false;
     used_ += bytes;
     return true;
   }
   void Refund(uint64_t bytes) { used_ -= bytes < used_ ? bytes : used_; }
+
+  // Registers the holder of spare memory (null: none). It must outlive the
+  // budget or be unregistered first.
+  void set_spare(Spare* spare) { spare_ = spare; }
+  // Has the spare holder release its memory; false if there is none.
+  bool ReleaseSpare() {
+    if (spare_ == nullptr) return false;
+    Spare* spare = spare_;
+    spare_ = nullptr;
+    spare->Release();
+    return true;
+  }
 
   uint64_t used() const { return used_; }
   uint64_t limit() const { return limit_; }
@@ -72,6 +106,7 @@ class MemoryBudget {
  private:
   const uint64_t limit_;
   uint64_t used_ = 0;
+  Spare* spare_ = nullptr;
 };
 
 // The errors for a stream over a limit: InvalidArgument, the code of a
@@ -88,17 +123,26 @@ absl::Status PickleBytesExceeded(uint64_t limit, uint64_t offset);
 // whatever is left in one step, never one element at a time. While the
 // elements move, the old buffer and the new one both exist, so the new one
 // must fit beside everything charged (the old one included): the budget
-// bounds the true peak. False, with nothing charged or changed, when `n`
-// elements do not fit.
+// bounds the true peak. The spare memory is released first when the
+// doubling would not fit beside it. False, with nothing charged or changed,
+// when `n` elements do not fit. With `spare`, the capacity is charged as
+// spare memory and nothing is released.
 template <typename T>
-bool ReserveCharged(MemoryBudget* budget, std::vector<T>* v, size_t n) {
+bool ReserveCharged(MemoryBudget* budget, std::vector<T>* v, size_t n,
+                    bool spare = false) {
   const size_t capacity = v->capacity();
   if (n <= capacity) return true;
-  const uint64_t most = budget->available() / sizeof(T);
   uint64_t want = std::max<uint64_t>({n, 2 * uint64_t{capacity}, 16});
+  uint64_t most = budget->available() / sizeof(T);
+  // Spare memory gives way before growth is cut short: a vector that grows
+  // by less than it would without it may later need old and new beside
+  // each other where doubling would not.
+  if (most < want && !spare && budget->ReleaseSpare()) {
+    most = budget->available() / sizeof(T);
+  }
   if (want > most) want = most;
   if (want < n) return false;
-  budget->TryCharge(want * sizeof(T));
+  budget->TryChargeSpare(want * sizeof(T));
   v->reserve(static_cast<size_t>(want));
   budget->Refund(capacity * sizeof(T));
   return true;

@@ -77,10 +77,10 @@ constexpr uint8_t kTupDatetimeMeta = 16;  // a dtype state's last item
 // kDtypeState: numpy's dtype __setstate__ tuple (version, byteorder,
 // subarray, names, fields, elsize, alignment, flags[, metadata]), or one of
 // the older ones without some of the leading items (numpy's
-// arraydescr_setstate), with an int elsize: b = elsize, letter = the
+// arraydescr_setstate), with an int elsize: a = elsize, letter = the
 // byteorder if it is a classified one, aux = the datetime unit
 // (kUnitGeneric when there is no metadata, as numpy then keeps
-// dtype('M8')'s; 0 when it is not understood), a = the unit count.
+// dtype('M8')'s; 0 when it is not understood), b = the unit count.
 constexpr uint8_t kStateHasObject = 1;   // flags has NPY_ITEM_HASOBJECT
 constexpr uint8_t kStateStructured = 2;  // fields or subarray is not None
 
@@ -96,6 +96,12 @@ constexpr uint8_t kAlignMask = kAlignSet | kAlignNone | kAlignBad;
 constexpr uint8_t kDictFortran = 8;  // 'order' is 'F'
 
 constexpr size_t kMaxShortString = 64;
+
+// kString and kOther tags of a str: a = the offset of its text in the
+// stream, b = its size, and the KeyText::Encoding in the low bits, when it
+// may name an array (a key short enough to follow).
+constexpr uint8_t kTagText = 0x80;
+constexpr uint8_t kTagTextEncoding = 0x03;
 
 bool IsLetter(char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); }
 
@@ -259,6 +265,30 @@ bool Relevant(const Tag& t) {
   }
 }
 
+// Whether the memo must keep `t` for paths only (paths_ keeps it).
+bool PathRelevant(const Tag& t) {
+  return t.node != 0 || (t.bits & kTagText) != 0;
+}
+
+// The step to a dict value under key `key`, if it can be named.
+bool KeyStep(const Tag& key, PathStep* step) {
+  if (key.kind == Tag::kInt) {
+    step->kind = PathStep::kIntKey;
+    step->number = key.a;
+    return true;
+  }
+  if ((key.kind == Tag::kString || key.kind == Tag::kOther) &&
+      (key.bits & kTagText) != 0) {
+    step->kind = PathStep::kStrKey;
+    step->text.offset = static_cast<uint64_t>(key.a);
+    step->text.size = key.b;
+    step->text.encoding =
+        static_cast<KeyText::Encoding>(key.bits & kTagTextEncoding);
+    return true;
+  }
+  return false;
+}
+
 bool IsShapeKey(const Tag& t) {
   return t.kind == Tag::kString && t.klass == kStrShape;
 }
@@ -281,12 +311,14 @@ absl::Status Underflow(uint64_t offset) {
 
 }  // namespace
 
-SymbolicStack::SymbolicStack(MemoryBudget* budget) : budget_(budget) {}
+SymbolicStack::SymbolicStack(MemoryBudget* budget)
+    : budget_(budget), paths_(budget) {}
 
 SymbolicStack::SymbolicStack()
     : own_budget_(std::make_unique<MemoryBudget>(
           PickleLimits::kDefaultMaxIndexMemory)),
-      budget_(own_budget_.get()) {}
+      budget_(own_budget_.get()),
+      paths_(budget_) {}
 
 template <typename T>
 bool SymbolicStack::Reserve(std::vector<T>* v, size_t n) {
@@ -319,9 +351,34 @@ inline void SymbolicStack::PushInt(uint64_t offset, int64_t value) {
   PushTag(Tag::kInt, offset).a = value;
 }
 
+// Whether a str pushed now may be a dict key: right on a dict (SETITEM),
+// or at an even place after the mark over a dict or an object (SETITEMS;
+// an OrderedDict is an object). Only such strs carry their text, so the
+// memo keeps few of them for paths and values stay on the fast paths.
+inline bool SymbolicStack::KeyPosition() const {
+  const size_t size = stack_.size();
+  if (size == 0) return false;
+  const bool marked = !marks_.empty();
+  const size_t mark = marked ? marks_.back() : 0;
+  if ((!marked || mark < size - 1) && stack_[size - 1].kind == Tag::kDict) {
+    return true;
+  }
+  if (!marked || mark == 0 || (size - mark - 1) % 2 != 0) return false;
+  const Tag::Kind target = stack_[mark - 1].kind;
+  return target == Tag::kDict || target == Tag::kOther;
+}
+
 inline void SymbolicStack::PushString(uint64_t offset,
-                                      absl::string_view value) {
-  SetStringTag(value, &PushTag(Tag::kOther, offset));
+                                      absl::string_view value,
+                                      const KeyText& text) {
+  const bool key = KeyPosition();
+  Tag& t = PushTag(Tag::kOther, offset);
+  SetStringTag(value, &t);
+  if (key && value.size() <= ObjectPaths::kMaxKeyBytes) {
+    t.bits = kTagText | text.encoding;
+    t.a = static_cast<int64_t>(text.offset);
+    t.b = static_cast<uint32_t>(value.size());
+  }
 }
 
 // Bytes only matter as numpy's datetime unit (b'ns') and byte order, which
@@ -349,7 +406,7 @@ inline void SymbolicStack::PushEmptyTuple(uint64_t offset) {
 inline absl::Status SymbolicStack::MemoPut(uint64_t offset, uint64_t index) {
   if (index < memo_dense_.size() && memo_dense_[index] == kMemoUnset &&
       !stack_.empty() && !Relevant(stack_.back()) &&
-      stack_.back().kind != Tag::kMark) {
+      !PathRelevant(stack_.back()) && stack_.back().kind != Tag::kMark) {
     memo_dense_[index] = kMemoSet;
     ++memo_count_;
     return absl::OkStatus();
@@ -399,6 +456,20 @@ absl::Status SymbolicStack::MemoPutSlow(uint64_t offset, uint64_t index) {
   if (*slot == kMemoUnset) ++memo_count_;
   if (!Relevant(top)) {
     *slot = kMemoSet;
+    if (PathRelevant(top) && paths_.enabled()) {
+      PathMemo memo;
+      memo.node = top.node;
+      if (top.bits & kTagText) {
+        memo.has_text = true;
+        memo.text.offset = static_cast<uint64_t>(top.a);
+        memo.text.size = top.b;
+        memo.text.encoding =
+            static_cast<KeyText::Encoding>(top.bits & kTagTextEncoding);
+      }
+      paths_.Memoize(index, memo);
+      // Memoize gives up (and stops tracking) rather than fail the stream.
+      if (paths_.enabled()) *slot = kMemoPath;
+    }
     return absl::OkStatus();
   }
   auto it = memo_relevant_.find(index);
@@ -418,11 +489,32 @@ absl::Status SymbolicStack::MemoPutSlow(uint64_t offset, uint64_t index) {
 }
 
 inline absl::Status SymbolicStack::MemoGet(uint64_t offset, uint64_t index) {
-  if (index < memo_dense_.size() && memo_dense_[index] == kMemoSet) {
-    PushTag(Tag::kOther, offset);
-    return absl::OkStatus();
+  if (index < memo_dense_.size()) {
+    const uint8_t code = memo_dense_[index];
+    if (code == kMemoSet) {
+      PushTag(Tag::kOther, offset);
+      return absl::OkStatus();
+    }
+    if (code == kMemoPath) {  // a key, mostly: every dict repeats them
+      PushPathMemo(offset, index);
+      return absl::OkStatus();
+    }
   }
   return MemoGetSlow(offset, index);
+}
+
+// What only paths care about comes back on a neutral tag, so the wrapper
+// logic sees what it saw before paths were followed.
+inline void SymbolicStack::PushPathMemo(uint64_t offset, uint64_t index) {
+  Tag& t = PushTag(Tag::kOther, offset);
+  const PathMemo* memo = paths_.Recall(index);
+  if (memo == nullptr) return;
+  t.node = memo->node;
+  if (memo->has_text) {
+    t.bits = kTagText | memo->text.encoding;
+    t.a = static_cast<int64_t>(memo->text.offset);
+    t.b = memo->text.size;
+  }
 }
 
 absl::Status SymbolicStack::MemoGetSlow(uint64_t offset, uint64_t index) {
@@ -439,6 +531,8 @@ absl::Status SymbolicStack::MemoGetSlow(uint64_t offset, uint64_t index) {
   }
   if (code == kMemoSet) {
     PushTag(Tag::kOther, offset);
+  } else if (code == kMemoPath) {
+    PushPathMemo(offset, index);
   } else {
     stack_.push_back(memo_tags_[memo_relevant_.at(index)]);
     stack_.back().start = offset;
@@ -473,7 +567,18 @@ absl::Status SymbolicStack::MakeTuple(uint64_t offset, size_t result,
   uint8_t bits = 0, klass = 0;
   char letter = 0;
   uint32_t aux = 0;
-  int64_t a = 0, b = 0;
+  int64_t a = 0;
+  uint32_t b = 0;
+  // The tuple's node, if it holds an array.
+  uint32_t node = 0;
+  for (size_t i = 0; i < n; ++i) {
+    if (e[i].node != 0) {
+      PathStep step;
+      step.kind = PathStep::kIndex;
+      step.number = static_cast<int64_t>(i);
+      paths_.Put(e[i].node, paths_.NodeOf(&node), step);
+    }
+  }
   if (n == 0) {
     bits = kTupShape;  // (), a 0-d shape
   } else if (e[0].kind == Tag::kInt) {
@@ -521,7 +626,7 @@ absl::Status SymbolicStack::MakeTuple(uint64_t offset, size_t result,
       kind = Tag::kDtypeState;
       bits = 0;
       klass = 0;
-      b = e[elsize_index].a;
+      a = e[elsize_index].a;
       letter = byteorder.kind == Tag::kString &&
                        byteorder.klass == kStrByteOrder
                    ? byteorder.letter
@@ -536,14 +641,14 @@ absl::Status SymbolicStack::MakeTuple(uint64_t offset, size_t result,
       // Datetime unit: numpy keeps dtype('M8')'s generic unit when the
       // state has no metadata or None.
       aux = 0;
-      a = 0;
+      b = 0;
       if (n < 9 || e[8].kind == Tag::kNone) {
         aux = kUnitGeneric;
-        a = 1;
+        b = 1;
       } else if (e[8].kind == Tag::kTuple &&
                  (e[8].bits & kTupDatetimeMeta)) {
         aux = e[8].aux;
-        a = e[8].a;
+        b = static_cast<uint32_t>(e[8].a);  // <= INT32_MAX
       }
     }
   }
@@ -556,6 +661,7 @@ absl::Status SymbolicStack::MakeTuple(uint64_t offset, size_t result,
   t.aux = aux;
   t.a = a;
   t.b = b;
+  t.node = node;
   return absl::OkStatus();
 }
 
@@ -606,6 +712,36 @@ void SymbolicStack::UpdateDict(Tag* dict, size_t first) {
   }
 }
 
+void SymbolicStack::PutValues(Tag* target, size_t first, size_t end) {
+  for (size_t i = first; i + 1 < end; i += 2) {
+    const Tag& value = stack_[i + 1];
+    PathStep step;
+    if (value.node != 0 && KeyStep(stack_[i], &step)) {
+      paths_.Put(value.node, paths_.NodeOf(&target->node), step);
+    }
+  }
+}
+
+void SymbolicStack::PutItems(Tag* target, size_t first, size_t end,
+                             int64_t index, PathStep::Kind kind) {
+  for (size_t i = first; i < end; ++i) {
+    if (stack_[i].node != 0) {
+      PathStep step;
+      step.kind = kind;
+      step.number = index + static_cast<int64_t>(i - first);
+      paths_.Put(stack_[i].node, paths_.NodeOf(&target->node), step);
+    }
+  }
+}
+
+void SymbolicStack::PutOne(const Tag& child, Tag* target,
+                           PathStep::Kind kind) {
+  if (child.node == 0) return;
+  PathStep step;
+  step.kind = kind;
+  paths_.Put(child.node, paths_.NodeOf(&target->node), step);
+}
+
 inline absl::Status SymbolicStack::TupleN(uint64_t offset, size_t n) {
   if (!HasItems(n)) return Underflow(offset);
   const size_t first = stack_.size() - n;
@@ -620,12 +756,21 @@ inline absl::Status SymbolicStack::MarkedTuple(uint64_t offset) {
 }
 
 // LIST and FROZENSET.
-inline absl::Status SymbolicStack::MarkedList(uint64_t offset) {
+inline absl::Status SymbolicStack::MarkedList(uint64_t offset,
+                                              bool frozenset) {
   size_t mark = 0;
   absl::Status status = PopToMark(offset, &mark);
   if (!status.ok()) return status;
+  const size_t n = stack_.size() - mark - 1;
+  Tag list;
+  list.start = stack_[mark].start;
+  if (!frozenset) {
+    list.kind = Tag::kList;
+    list.a = static_cast<int64_t>(n);
+    PutItems(&list, mark + 1, stack_.size(), 0, PathStep::kIndex);
+  }
   stack_.resize(mark + 1);
-  SetInstance(kGlobalOther, &stack_[mark]);
+  stack_[mark] = list;
   return absl::OkStatus();
 }
 
@@ -640,12 +785,19 @@ inline absl::Status SymbolicStack::MarkedDict(uint64_t offset) {
   SetInstance(kGlobalOther, &dict);
   dict.kind = Tag::kDict;
   UpdateDict(&dict, mark + 1);
+  PutValues(&dict, mark + 1, stack_.size());
   stack_.resize(mark + 1);
   return absl::OkStatus();
 }
 
 inline absl::Status SymbolicStack::Append(uint64_t offset) {
   if (!HasItems(2)) return Underflow(offset);
+  Tag& target = stack_[stack_.size() - 2];
+  if (target.kind == Tag::kList) {
+    PutItems(&target, stack_.size() - 1, stack_.size(), target.a,
+             PathStep::kIndex);
+    ++target.a;
+  }
   stack_.pop_back();
   return absl::OkStatus();
 }
@@ -658,12 +810,17 @@ inline absl::Status SymbolicStack::MarkedUpdate(uint8_t code, uint64_t offset) {
   if (mark == 0 || stack_[mark - 1].kind == Tag::kMark) {
     return Underflow(offset);
   }
+  Tag& target = stack_[mark - 1];
   if (code == kSetItems) {
     if ((stack_.size() - mark - 1) % 2 != 0) {
       return PickleCorrupt("odd number of items for SETITEMS", offset);
     }
-    Tag& target = stack_[mark - 1];
     if (target.kind == Tag::kDict) UpdateDict(&target, mark + 1);
+    PutValues(&target, mark + 1, stack_.size());
+  } else if (code == kAppends && target.kind == Tag::kList) {
+    // Items of a list whose length is known; ADDITEMS fills a set.
+    PutItems(&target, mark + 1, stack_.size(), target.a, PathStep::kIndex);
+    target.a += static_cast<int64_t>(stack_.size() - mark - 1);
   }
   stack_.resize(mark);
   return absl::OkStatus();
@@ -674,6 +831,7 @@ inline absl::Status SymbolicStack::SetItem(uint64_t offset) {
   const size_t size = stack_.size();
   Tag& target = stack_[size - 3];
   if (target.kind == Tag::kDict) UpdateDict(&target, size - 2);
+  PutValues(&target, size - 2, size);
   stack_.resize(size - 2);
   return absl::OkStatus();
 }
@@ -698,8 +856,11 @@ absl::Status SymbolicStack::Inst(const PickleOp& op) {
   size_t mark = 0;
   absl::Status status = PopToMark(op.offset, &mark);
   if (!status.ok()) return status;
+  Tag instance;  // its node, if an argument holds an array
+  PutItems(&instance, mark + 1, stack_.size(), 0, PathStep::kArgIndex);
   stack_.resize(mark + 1);
   SetInstance(ClassifyGlobalText(op.arg, op.arg2), &stack_[mark]);
+  stack_[mark].node = instance.node;
   return absl::OkStatus();
 }
 
@@ -711,8 +872,11 @@ absl::Status SymbolicStack::Obj(uint64_t offset) {
   const Tag& cls = stack_[mark + 1];
   const uint8_t klass =
       cls.kind == Tag::kGlobal ? cls.klass : uint8_t{kGlobalOther};
+  Tag instance;  // its node, if an argument holds an array
+  PutItems(&instance, mark + 2, stack_.size(), 0, PathStep::kArgIndex);
   stack_.resize(mark + 1);
   SetInstance(klass, &stack_[mark]);
+  stack_[mark].node = instance.node;
   return absl::OkStatus();
 }
 
@@ -721,8 +885,10 @@ absl::Status SymbolicStack::NewObj(uint64_t offset, size_t n) {
   if (!HasItems(n)) return Underflow(offset);
   const size_t first = stack_.size() - n;
   Tag& cls = stack_[first];
+  const Tag args = stack_[first + 1];
   SetInstance(cls.kind == Tag::kGlobal ? cls.klass : uint8_t{kGlobalOther},
               &cls);
+  PutOne(args, &cls, PathStep::kArgs);
   stack_.resize(first + 1);
   return absl::OkStatus();
 }
@@ -772,6 +938,7 @@ absl::Status SymbolicStack::Reduce(uint64_t offset) {
       result.klass = args.klass;
     }
   }
+  PutOne(args, &result, PathStep::kArgs);
   callable = result;
   stack_.pop_back();
   return absl::OkStatus();
@@ -891,15 +1058,15 @@ absl::Status SymbolicStack::Build(uint64_t offset, Event* event) {
     if (state.kind == Tag::kDtypeState) {
       // numpy.dtype.__setstate__ on the shared object (invariant 5).
       DtypeRecord& dtype = dtypes_[target.aux];
-      if (state.b >= 0 && !HasFixedSize(dtype.kind)) {
-        dtype.itemsize = static_cast<uint64_t>(state.b);
+      if (state.a >= 0 && !HasFixedSize(dtype.kind)) {
+        dtype.itemsize = static_cast<uint64_t>(state.a);
         dtype.sized = true;
       }
       if (state.bits & kStateHasObject) dtype.object = true;
       dtype.structured = (state.bits & kStateStructured) != 0;
       dtype.byteorder = state.letter == '=' ? '<' : state.letter;
       dtype.unit = state.aux;
-      dtype.unit_count = static_cast<uint32_t>(state.a);
+      dtype.unit_count = state.b;
     }
   } else if (target.kind == Tag::kWrapper) {
     build_ = WrapperBuild();
@@ -911,7 +1078,13 @@ absl::Status SymbolicStack::Build(uint64_t offset, Event* event) {
     }
     // joblib's load_build replaces the wrapper by the array.
     SetInstance(kGlobalOther, &target);
+    target.node = paths_.NewArray();
     *event = Event::kWrapperBuild;
+  } else {
+    // The state of an object: what it holds is reached through it.
+    PutOne(state, &target,
+           state.kind == Tag::kDict ? PathStep::kDictState
+                                    : PathStep::kOtherState);
   }
   stack_.pop_back();
   return absl::OkStatus();
@@ -931,6 +1104,7 @@ absl::Status SymbolicStack::Apply(const PickleOp& op, Event* event) {
     case kStop:
       if (!HasItems(1)) return Underflow(offset);
       stopped_ = stack_.back();
+      paths_.SetRoot(stopped_.node);
       stack_.pop_back();
       *event = Event::kStop;
       return absl::OkStatus();
@@ -966,17 +1140,36 @@ absl::Status SymbolicStack::Apply(const PickleOp& op, Event* event) {
     case kNone:
       PushTag(Tag::kNone, offset);
       return absl::OkStatus();
-    case kString: case kBinString: case kShortBinString: case kUnicode:
     case kBinUnicode: case kShortBinUnicode: case kBinUnicode8:
-      PushString(offset, op.arg);
+      PushString(offset, op.arg,
+                 {op.end() - op.arg.size(),
+                  static_cast<uint32_t>(op.arg.size()), KeyText::kUtf8});
+      return absl::OkStatus();
+    case kBinString: case kShortBinString:
+      PushString(offset, op.arg,
+                 {op.end() - op.arg.size(),
+                  static_cast<uint32_t>(op.arg.size()), KeyText::kAscii});
+      return absl::OkStatus();
+    case kString:  // S'text'\n
+      PushString(offset, op.arg,
+                 {offset + 2, static_cast<uint32_t>(op.arg.size()),
+                  KeyText::kAsciiUnescaped});
+      return absl::OkStatus();
+    case kUnicode:  // Vtext\n
+      PushString(offset, op.arg,
+                 {offset + 1, static_cast<uint32_t>(op.arg.size()),
+                  KeyText::kAsciiUnescaped});
       return absl::OkStatus();
     case kBinBytes: case kShortBinBytes: case kBinBytes8:
       PushBytes(offset, op.arg);
       return absl::OkStatus();
     case kNewTrue: case kNewFalse: case kFloat: case kBinFloat:
-    case kByteArray8: case kNextBuffer: case kEmptyList: case kEmptySet:
+    case kByteArray8: case kNextBuffer: case kEmptySet:
     case kPersId: case kExt1: case kExt2: case kExt4:
       PushTag(Tag::kOther, offset);
+      return absl::OkStatus();
+    case kEmptyList:
+      PushTag(Tag::kList, offset);
       return absl::OkStatus();
     case kReadOnlyBuffer:
       return HasItems(1) ? absl::OkStatus() : Underflow(offset);
@@ -995,8 +1188,10 @@ absl::Status SymbolicStack::Apply(const PickleOp& op, Event* event) {
       return TupleN(offset, 2);
     case kTuple3:
       return TupleN(offset, 3);
-    case kList: case kFrozenSet:
-      return MarkedList(offset);
+    case kList:
+      return MarkedList(offset, /*frozenset=*/false);
+    case kFrozenSet:
+      return MarkedList(offset, /*frozenset=*/true);
     case kDict:
       return MarkedDict(offset);
     case kAppend:
@@ -1081,7 +1276,10 @@ absl::Status SymbolicStack::Run(PickleScanner* scanner, PickleOp* op,
         case kMark:
           PushMark(pos);
           break;
-        case kEmptyList: case kNewTrue: case kNewFalse:
+        case kEmptyList:
+          PushTag(Tag::kList, pos);
+          break;
+        case kNewTrue: case kNewFalse:
           PushTag(Tag::kOther, pos);
           break;
         case kEmptyDict:
@@ -1117,10 +1315,15 @@ absl::Status SymbolicStack::Run(PickleScanner* scanner, PickleOp* op,
             length = 0;  // truncated or past the frame: the slow path says
             break;
           }
+          const absl::string_view text(base + pos + 2, n);
           if (base[pos] == static_cast<char>(kShortBinBytes)) {
-            PushBytes(pos, absl::string_view(base + pos + 2, n));
+            PushBytes(pos, text);
           } else {
-            PushString(pos, absl::string_view(base + pos + 2, n));
+            PushString(pos, text,
+                       {pos + 2, static_cast<uint32_t>(n),
+                        base[pos] == static_cast<char>(kShortBinUnicode)
+                            ? KeyText::kUtf8
+                            : KeyText::kAscii});
           }
           length = n + 2;
           break;

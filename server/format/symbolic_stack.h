@@ -58,6 +58,11 @@
 //     entry, the most any opcode pushes; an opcode that needs more memory
 //     than the budget has fails with IndexMemoryExceeded.
 //
+//  8. Every tag that stands for an object holding an array has that
+//     object's node in paths_; containers get one when such an object is
+//     put into them (object_paths.h), so an array's path can be read once
+//     the value is complete.
+//
 // Not thread-safe.
 #ifndef PERSISTD_SERVER_FORMAT_SYMBOLIC_STACK_H_
 #define PERSISTD_SERVER_FORMAT_SYMBOLIC_STACK_H_
@@ -69,6 +74,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "server/format/object_paths.h"
 #include "server/format/pickle_limits.h"
 #include "server/format/pickle_scanner.h"
 
@@ -133,16 +139,21 @@ struct SymbolicTag {
     kDtype,       // numpy.dtype: aux = index in dtypes_
     kDtypeState,  // a numpy.dtype __setstate__ tuple, see the .cc
     kWrapper,     // klass = GlobalClass of the wrapper
+    kList,        // a list: a = its length so far
   };
   Kind kind = kOther;
   uint8_t klass = 0;
-  uint8_t bits = 0;
+  uint8_t bits = 0;  // kString and kOther strings: kTagText, see the .cc
   char letter = 0;
   uint32_t aux = 0;
   uint64_t start = 0;
   int64_t a = 0;
-  int64_t b = 0;
+  uint32_t b = 0;
+  // The object's node in paths() (object_paths.h), 0 if none: every kind
+  // that stands for an object may hold an array.
+  uint32_t node = 0;
 };
+static_assert(sizeof(SymbolicTag) == 32, "tags are copied on the hot path");
 
 class SymbolicStack {
  public:
@@ -178,6 +189,9 @@ class SymbolicStack {
 
   // The value STOP popped, after kStop.
   const SymbolicTag& stopped() const { return stopped_; }
+
+  // Where the arrays built so far sit in the value (object_paths.h).
+  const ObjectPaths& paths() const { return paths_; }
 
   // The layout described by `tag`, a tag of this stack, if it is a
   // complete NumpyArrayWrapper state dict; DataLoss/Unimplemented otherwise
@@ -225,16 +239,19 @@ class SymbolicStack {
   // One method per opcode family, shared by Apply and Run's fast path.
   void PushMark(uint64_t offset);
   void PushInt(uint64_t offset, int64_t value);
-  void PushString(uint64_t offset, absl::string_view value);
+  void PushString(uint64_t offset, absl::string_view value,
+                  const KeyText& text);
   void PushBytes(uint64_t offset, absl::string_view value);
   void PushEmptyTuple(uint64_t offset);
   absl::Status MemoPut(uint64_t offset, uint64_t index);
   absl::Status MemoPutSlow(uint64_t offset, uint64_t index);
   absl::Status MemoGet(uint64_t offset, uint64_t index);
   absl::Status MemoGetSlow(uint64_t offset, uint64_t index);
+  void PushPathMemo(uint64_t offset, uint64_t index);
+  bool KeyPosition() const;
   absl::Status TupleN(uint64_t offset, size_t n);
   absl::Status MarkedTuple(uint64_t offset);
-  absl::Status MarkedList(uint64_t offset);
+  absl::Status MarkedList(uint64_t offset, bool frozenset);
   absl::Status MarkedDict(uint64_t offset);
   absl::Status Append(uint64_t offset);
   absl::Status MarkedUpdate(uint8_t code, uint64_t offset);
@@ -255,6 +272,14 @@ class SymbolicStack {
   absl::Status RecordShape(uint64_t offset, const SymbolicTag* e, size_t n,
                            int64_t* ref);
   void UpdateDict(SymbolicTag* dict, size_t first);
+  // Puts the objects with a node among stack_[first, end) into `target`
+  // (paths): as the values of key/value pairs, or as the items (kIndex,
+  // kArgIndex) from `index` on; PutOne puts `child` with a step of `kind`.
+  void PutValues(SymbolicTag* target, size_t first, size_t end);
+  void PutItems(SymbolicTag* target, size_t first, size_t end, int64_t index,
+                PathStep::Kind kind);
+  void PutOne(const SymbolicTag& child, SymbolicTag* target,
+              PathStep::Kind kind);
 
   // One numpy.dtype object: what its REDUCE args and BUILD state said.
   struct DtypeRecord {
@@ -273,12 +298,18 @@ class SymbolicStack {
   std::vector<SymbolicTag> stack_;
   std::vector<size_t> marks_;
 
-  // Memo: index -> kMemoUnset, kMemoSet (an irrelevant object) or
-  // kMemoRelevant (its tag is memo_tags_[memo_relevant_[index]]). Dense
-  // for the usual 0, 1, 2, ... indices; sparse beyond. memo_relevant_ may
-  // keep the slot of an index that now holds an irrelevant object: a later
-  // relevant one at that index reuses it.
-  enum MemoCode : uint8_t { kMemoUnset = 0, kMemoSet = 1, kMemoRelevant = 2 };
+  // Memo: index -> kMemoUnset, kMemoSet (an irrelevant object),
+  // kMemoRelevant (its tag is memo_tags_[memo_relevant_[index]]) or
+  // kMemoPath (an object that matters to paths only: paths_ recalls it).
+  // Dense for the usual 0, 1, 2, ... indices; sparse beyond. memo_relevant_
+  // may keep the slot of an index that now holds an irrelevant object: a
+  // later relevant one at that index reuses it.
+  enum MemoCode : uint8_t {
+    kMemoUnset = 0,
+    kMemoSet = 1,
+    kMemoRelevant = 2,
+    kMemoPath = 3,
+  };
   std::vector<uint8_t> memo_dense_;
   std::unordered_map<uint64_t, uint8_t> memo_sparse_;
   std::unordered_map<uint64_t, uint32_t> memo_relevant_;
@@ -294,6 +325,7 @@ class SymbolicStack {
 
   std::unique_ptr<MemoryBudget> own_budget_;  // when none was given
   MemoryBudget* const budget_;
+  ObjectPaths paths_;  // after budget_: it charges it
 };
 
 }  // namespace persistd

@@ -13,7 +13,6 @@
 #include <chrono>
 #include <cstdlib>
 #include <memory>
-#include <optional>
 #include <utility>
 #include <vector>
 
@@ -21,14 +20,10 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "server/codec/codec.h"
-#include "server/format/joblib_reader.h"
 #include "server/format/pickle_limits.h"
-#include "server/format/pickle_opcodes.h"
-#include "server/format/pickle_scanner.h"
-#include "server/format/symbolic_stack.h"
+#include "server/format/joblib_indexer.h"
 #include "server/io/atomic_file.h"
 #include "server/io/errno_status.h"
-#include "server/io/growable_buffer.h"
 #include "server/io/scoped_fd.h"
 
 namespace persistd {
@@ -229,13 +224,6 @@ class SegmentWriter {
     return absl::OkStatus();
   }
 
-  // Forgets everything written (the file is emptied).
-  absl::Status Reset() {
-    start_ = fill_ = end_ = allocated_ = 0;
-    if (::ftruncate(fd_, 0) != 0) return ErrnoStatus("truncate segment", path_, errno);
-    return absl::OkStatus();
-  }
-
   // One past the last byte written.
   uint64_t end() const { return end_; }
 
@@ -327,354 +315,82 @@ class SegmentWriter {
 };
 
 
-// Finds the raw arrays of a joblib stream while its bytes arrive, as
-// IndexJoblibStream finds them (it stays the authority: the build checks
-// its result against this one), without the array data: that is skipped,
-// never read, so the buffer may hold zeros there. Each Advance resumes
-// where the last one stopped, so the stream is scanned once however it is
-// cut, and a byte that makes the stream invalid is reported as soon as it
-// has arrived -- not after the rest of a decompression bomb has.
-//
-// Invariant: everything before frontier_ is classified: pickle opcodes
-// (and padding and object-array pickles) or the data of arrays_, which are
-// in stream order; frontier_ may lie past the bytes seen when the last
-// array's data does. step_ says what comes at frontier_ (or, for kPickle,
-// at scanner_'s position, which is frontier_ after each Advance).
-class LayoutProbe {
- public:
-  struct Array {
-    uint64_t start;
-    uint64_t length;
-  };
-
-  explicit LayoutProbe(const PickleLimits& limits)
-      : budget_(limits.max_index_memory), stack_(&budget_) {}
-  LayoutProbe(const LayoutProbe&) = delete;
-  LayoutProbe& operator=(const LayoutProbe&) = delete;
-
-  // Continues over `prefix`, the stream received so far: the prefix of the
-  // last call and what arrived since. OK when it has classified all it can
-  // and needs more bytes (or has seen the STOP); otherwise the error the
-  // stream has whatever follows, as the indexer words it.
-  absl::Status Advance(absl::string_view prefix) {
-    scanner_.Rebase(prefix);
-    if (nested_) nested_->Rebase(prefix);
-    const uint64_t size = prefix.size();
-    while (!stopped_) {
-      switch (step_) {
-        case Step::kStart: {
-          absl::Status status = CheckPickleStart(prefix);
-          if (!status.ok()) return status;
-          if (size < 2) return absl::OkStatus();  // the protocol may follow
-          step_ = Step::kPickle;
-          break;
-        }
-        case Step::kPickle: {
-          absl::Status status = Pickle();
-          frontier_ = std::max(frontier_, scanner_.position());
-          if (!status.ok()) {
-            return scanner_.truncated() ? absl::OkStatus() : status;
-          }
-          break;
-        }
-        case Step::kObjectStream: {
-          PickleOp inner;
-          absl::Status status = nested_->Next(&inner);
-          if (!status.ok()) {
-            if (nested_->truncated()) return absl::OkStatus();
-            return absl::DataLossError(absl::StrCat(
-                status.message(), " (in the object array stream that starts "
-                                  "at offset ", frontier_, ")"));
-          }
-          if (inner.code == pickle_op::kStop) {
-            scanner_.Seek(inner.end());
-            frontier_ = inner.end();
-            nested_.reset();
-            step_ = Step::kPickle;
-          }
-          break;
-        }
-        case Step::kPadding: {
-          const uint64_t pos = frontier_;
-          if (pos >= size) return absl::OkStatus();
-          const uint8_t pad = static_cast<uint8_t>(prefix[pos]);
-          if (pad < 1 || pad > layout_.alignment) {
-            return absl::DataLossError(absl::StrFormat(
-                "invalid array padding length %d at offset %d", pad, pos));
-          }
-          if (pad > size - pos - 1) return absl::OkStatus();
-          for (uint64_t i = pos + 1; i <= pos + pad; ++i) {
-            if (static_cast<uint8_t>(prefix[i]) != 0xff) {
-              return absl::DataLossError(absl::StrFormat(
-                  "invalid array padding byte at offset %d", i));
-            }
-          }
-          absl::Status status = StartData(pos + 1 + pad);
-          if (!status.ok()) return status;
-          break;
-        }
-        case Step::kData: {
-          const Array& a = arrays_.back();
-          if (a.length > size - std::min(size, a.start)) {
-            return absl::OkStatus();  // its data is still coming
-          }
-          scanner_.Seek(a.start + a.length);
-          step_ = Step::kPickle;
-          break;
-        }
-      }
-    }
-    return absl::OkStatus();
-  }
-
-  const std::vector<Array>& arrays() const { return arrays_; }
-  uint64_t frontier() const { return frontier_; }
-  bool stopped() const { return stopped_; }
-
- private:
-  enum class Step { kStart, kPickle, kObjectStream, kPadding, kData };
-
-  // Runs the pickle to its next array (then sets step_ for the data), its
-  // STOP, or an error.
-  absl::Status Pickle() {
-    while (true) {
-      PickleOp op;
-      SymbolicStack::Event event;
-      absl::Status status = stack_.Run(&scanner_, &op, &event);
-      if (!status.ok()) return status;
-      if (event == SymbolicStack::Event::kStop) {
-        stopped_ = true;
-        return absl::OkStatus();
-      }
-      if (event != SymbolicStack::Event::kWrapperBuild) continue;
-      const WrapperBuild& build = stack_.build();
-      if (build.klass != WrapperClass::kNumpyArrayWrapper) continue;
-      if (scanner_.InFrame()) {
-        return PickleCorrupt(
-            "the frame does not end at the NumpyArrayWrapper's BUILD",
-            op.offset);
-      }
-      layout_ = build.layout;
-      build_end_ = op.end();
-      frontier_ = build_end_;
-      if (layout_.object) {
-        nested_.emplace(scanner_.data(), build_end_);
-        step_ = Step::kObjectStream;
-        return absl::OkStatus();
-      }
-      if (layout_.padded) {
-        step_ = Step::kPadding;
-        return absl::OkStatus();
-      }
-      return StartData(build_end_);
-    }
-  }
-
-  // The raw data of the current wrapper starts at `start`.
-  absl::Status StartData(uint64_t start) {
-    if (layout_.too_large || layout_.nbytes > UINT64_MAX - start) {
-      return ArrayDataPastEnd(build_end_);
-    }
-    if (!ReserveCharged(&budget_, &arrays_, arrays_.size() + 1)) {
-      return IndexMemoryExceeded(budget_.limit(), "the list of arrays", start);
-    }
-    arrays_.push_back({start, layout_.nbytes});
-    frontier_ = start + layout_.nbytes;
-    step_ = Step::kData;
-    return absl::OkStatus();
-  }
-
-  MemoryBudget budget_;
-  SymbolicStack stack_;
-  PickleScanner scanner_{absl::string_view()};
-  std::optional<PickleScanner> nested_;  // kObjectStream only
-  Step step_ = Step::kStart;
-  ArrayLayout layout_;      // the wrapper whose data comes next
-  uint64_t build_end_ = 0;  // where its BUILD ends
-  std::vector<Array> arrays_;
-  uint64_t frontier_ = 0;
-  bool stopped_ = false;
-};
-
-// Receives the decoded stream in order and lays it out in the segment as it
-// arrives, so the decompressed bytes are written once, straight from the
-// decoder's buffer, and never held in memory whole:
+// Lays the decoded stream out in the segment as the indexer passes it on,
+// so the decompressed bytes are written once, straight from the decoder's
+// buffer (or the indexer's slice), and never held in memory whole:
 //  - each raw array's data at stream offset + shift, the shift (growing by
 //    less than 64 bytes per array) making the segment offset 64-byte
 //    aligned;
 //  - everything else (pickle opcodes, padding, object-array pickles) at
-//    stream offset + the shift of the array before it, and also into a
-//    sparse copy of the stream (`stream_`) for the indexer, which reads only
-//    those bytes.
-// Which bytes are array data is learned by a LayoutProbe that follows the
-// stream as it arrives; bytes not classified yet wait in `stream_` and are
-// written when the probe classifies them. The pickle part (all but raw
-// array data) may not outgrow limits.max_pickle_bytes, and the probe's
-// memory is bounded by limits.max_index_memory.
+//    stream offset + the shift of the raw array before it.
 //
-// In raw mode (LoadRequest.raw) everything is written at its offset.
-//
-// Invariants: bytes in [0, frontier_) are classified and, up to received_,
-// written to the segment (array data only there; the rest also in stream_);
-// bytes in [frontier_, received_) are in stream_ only. When frontier_ >
-// received_, [received_, frontier_) is the rest of arrays_.back().
-// array_bytes_ is the total length of arrays_.
-class LayoutSink : public ByteSink {
+// Invariants: shift_ is the shift of the last raw array announced (0
+// before the first); data_offsets_[i] is where the i-th array's data starts
+// in the segment (0 for legacy arrays, which have none).
+class SegmentLayout : public JoblibIndexer::Listener {
  public:
-  struct Array {
-    uint64_t start;
-    uint64_t length;
-    uint64_t shift;
-  };
+  explicit SegmentLayout(SegmentWriter* writer) : writer_(writer) {}
 
-  LayoutSink(SegmentWriter* writer, bool raw, const PickleLimits& limits)
-      : writer_(writer), limits_(limits) {
-    if (raw) {
-      arrays_.push_back({0, UINT64_MAX, 0});
-      frontier_ = UINT64_MAX;
-    } else {
-      probe_ = std::make_unique<LayoutProbe>(limits);
-    }
-  }
-
-  absl::Status Append(absl::string_view data) override {
-    if (!error_.ok()) return error_;
-    absl::Status status = AppendPieces(data);
-    if (status.ok()) status = Classify();
-    if (!status.ok()) error_ = status;
+  absl::Status OnBytes(uint64_t offset, absl::string_view bytes) override {
+    absl::Status status = writer_->WriteAt(offset + shift_, bytes);
+    if (!status.ok()) write_error_ = status;
     return status;
   }
 
-  absl::Status Finish() override { return absl::OkStatus(); }
-
-  // Lets the probe classify what has arrived. Returns the first error of
-  // the stream (or of the segment) as soon as it is known.
-  absl::Status Classify() {
-    if (!error_.ok()) return error_;
-    if (stopped_ || frontier_ >= received_ || probe_ == nullptr) {
-      return absl::OkStatus();
+  absl::Status OnArray(const LoadArrayLocation& array) override {
+    uint64_t data = 0;
+    if (array.kind == LoadArrayLocation::Kind::kRaw) {
+      shift_ = AlignUp(array.offset + shift_) - array.offset;
     }
-    absl::Status status = stream_.Reserve(received_);
-    if (!status.ok()) return error_ = status;
-    status = probe_->Advance(stream_.view(0, received_));
-    if (status.ok()) {
-      // Array bytes not received yet are not in received_ either.
-      const uint64_t missing =
-          frontier_ > received_ ? frontier_ - received_ : 0;
-      const uint64_t pickle_bytes = received_ - (array_bytes_ - missing);
-      if (pickle_bytes > limits_.max_pickle_bytes) {
-        status = PickleBytesExceeded(limits_.max_pickle_bytes, received_);
-      }
+    if (array.kind != LoadArrayLocation::Kind::kLegacy) {
+      data = array.offset + shift_;
     }
-    if (!status.ok()) {
-      content_error_ = true;
-      return error_ = status;
-    }
-    status = Apply();
-    if (!status.ok()) error_ = status;
-    return status;
+    data_offsets_.push_back(data);
+    return absl::OkStatus();
   }
 
-  // Frees the probe (its stack and memo) once the stream is all here, so
-  // that the indexer does not need memory beside it.
-  void DropProbe() { probe_.reset(); }
-
-  bool stopped() const { return stopped_; }
-  // Whether the last byte received is a STOP opcode: a stream that ends
-  // like this may end the pickle.
-  bool last_byte_is_stop() const { return last_byte_ == pickle_op::kStop; }
-  const absl::Status& error() const { return error_; }
-  // Whether error() is about the stream's content, not the segment.
-  bool content_error() const { return content_error_; }
-  uint64_t received() const { return received_; }
-  uint64_t frontier() const { return frontier_; }
-  const std::vector<Array>& arrays() const { return arrays_; }
-
-  // The decoded stream with only its non-array bytes present.
-  absl::StatusOr<absl::string_view> SparseStream() {
-    absl::Status status = stream_.Reserve(received_);
-    if (!status.ok()) return status;
-    return stream_.view(0, received_);
-  }
-
-  // The shift of the bytes at stream offset `x` (outside raw arrays): that
-  // of the last array starting before it, 0 before the first.
-  uint64_t ShiftAt(uint64_t x) const {
-    auto after = std::upper_bound(
-        arrays_.begin(), arrays_.end(), x,
-        [](uint64_t v, const Array& a) { return v < a.start; });
-    return after == arrays_.begin() ? 0 : std::prev(after)->shift;
-  }
+  // The segment's error, if a write failed (the rest are the stream's).
+  const absl::Status& write_error() const { return write_error_; }
+  const std::vector<uint64_t>& data_offsets() const { return data_offsets_; }
 
  private:
-  absl::Status AppendPieces(absl::string_view data) {
-    if (!data.empty()) last_byte_ = static_cast<uint8_t>(data.back());
-    while (!data.empty()) {
-      const uint64_t x = received_;
-      size_t n = data.size();
-      absl::Status status;
-      if (x < frontier_) {
-        // The data of the last array (see the invariants).
-        const Array& a = arrays_.back();
-        n = static_cast<size_t>(std::min<uint64_t>(n, frontier_ - x));
-        status = writer_->WriteAt(x + a.shift, data.substr(0, n));
-      } else if (!stopped_) {
-        status = stream_.WriteAt(x, data);
-      }  // else: after the STOP, not part of the value
-      if (!status.ok()) return status;
-      received_ += n;
-      data.remove_prefix(n);
-    }
-    return absl::OkStatus();
-  }
-
-  // Writes what the probe classified beyond frontier_.
-  absl::Status Apply() {
-    const std::vector<LayoutProbe::Array>& found = probe_->arrays();
-    uint64_t shift = arrays_.empty() ? 0 : arrays_.back().shift;
-    for (size_t i = arrays_.size(); i < found.size(); ++i) {
-      const LayoutProbe::Array& a = found[i];
-      // Pickle bytes before the array keep the current shift.
-      absl::Status status = WriteFromStream(frontier_, a.start, shift);
-      if (!status.ok()) return status;
-      shift = AlignUp(a.start + shift) - a.start;
-      const uint64_t end = a.start + a.length;
-      status = WriteFromStream(a.start, end, shift);
-      if (!status.ok()) return status;
-      stream_.Release(a.start, std::min(end, received_));
-      arrays_.push_back({a.start, a.length, shift});
-      array_bytes_ += a.length;
-      frontier_ = end;
-    }
-    if (probe_->frontier() > frontier_) {
-      absl::Status status =
-          WriteFromStream(frontier_, probe_->frontier(), shift);
-      if (!status.ok()) return status;
-      frontier_ = probe_->frontier();
-    }
-    stopped_ = probe_->stopped();
-    return absl::OkStatus();
-  }
-
-  // Writes the received bytes of [begin, end) from stream_ at + shift.
-  absl::Status WriteFromStream(uint64_t begin, uint64_t end, uint64_t shift) {
-    end = std::min(end, received_);
-    if (begin >= end) return absl::OkStatus();
-    return writer_->WriteAt(begin + shift, stream_.view(begin, end - begin));
-  }
-
   SegmentWriter* const writer_;
-  const PickleLimits limits_;
-  std::unique_ptr<LayoutProbe> probe_;  // null in raw mode
-  GrowableBuffer stream_;  // the decoded stream, sparse: consumed pages are released
-  std::vector<Array> arrays_;
-  uint64_t array_bytes_ = 0;
+  uint64_t shift_ = 0;
+  std::vector<uint64_t> data_offsets_;
+  absl::Status write_error_;
+};
+
+// Feeds the decoder's output to the indexer.
+class IndexingSink : public ByteSink {
+ public:
+  explicit IndexingSink(JoblibIndexer* indexer) : indexer_(indexer) {}
+  absl::Status Append(absl::string_view data) override {
+    return indexer_->Feed(data);
+  }
+  absl::Status Finish() override { return absl::OkStatus(); }
+
+ private:
+  JoblibIndexer* const indexer_;
+};
+
+// LoadRequest.raw: the decoded bytes as they are, at their offsets.
+class RawSink : public ByteSink {
+ public:
+  explicit RawSink(SegmentWriter* writer) : writer_(writer) {}
+  absl::Status Append(absl::string_view data) override {
+    absl::Status status = writer_->WriteAt(received_, data);
+    if (!status.ok()) write_error_ = status;
+    received_ += data.size();
+    return status;
+  }
+  absl::Status Finish() override { return absl::OkStatus(); }
+  uint64_t received() const { return received_; }
+  const absl::Status& write_error() const { return write_error_; }
+
+ private:
+  SegmentWriter* const writer_;
   uint64_t received_ = 0;
-  uint64_t frontier_ = 0;
-  uint8_t last_byte_ = 0;
-  bool stopped_ = false;
-  absl::Status error_;
-  bool content_error_ = false;
+  absl::Status write_error_;
 };
 
 // What the first bytes of a source say.
@@ -711,12 +427,6 @@ absl::StatusOr<SourceHead> ReadHead(const SegmentSource& source) {
   return result;
 }
 
-// Whether DecodeAll continues into a stream of `codec` that follows.
-bool DecodeAllFollows(Codec codec) {
-  return codec == Codec::kBz2 || codec == Codec::kLzma || codec == Codec::kXz ||
-         codec == Codec::kLz4;
-}
-
 void AddArray(const LoadArrayLocation& loc, v1::Codec codec,
               v1::LoadReply* index) {
   v1::LoadArray* array = index->add_arrays();
@@ -738,79 +448,6 @@ void AddArray(const LoadArrayLocation& loc, v1::Codec codec,
   array->set_itemsize(loc.itemsize);
   for (uint64_t dim : loc.shape) array->add_shape(dim);
   array->set_fortran_order(loc.fortran_order);
-}
-
-// The straightforward build, kept for streams the probe and the indexer
-// disagree on (which should not happen): the whole source and the whole
-// decoded stream in memory, then the pieces written.
-absl::StatusOr<v1::LoadReply> BuildInMemory(const SegmentSource& source,
-                                            const SourceHead& head,
-                                            const PickleLimits& limits,
-                                            SegmentWriter* writer,
-                                            uint64_t* segment_size) {
-  const std::string& name = source.display_name;
-  GrowableBuffer file;
-  absl::Status status = ReadFileInto(source.fd, source.size, name, &file);
-  if (!status.ok()) return status;
-  v1::LoadReply index;
-  index.set_format(head.format);
-  index.set_codec(head.codec);
-  absl::string_view compressed = file.view();
-  compressed.remove_prefix(head.stream_start);
-  GrowableBuffer decoded;
-  absl::string_view stream = compressed;
-  // (input bytes, decoded bytes) at the end of each stream, for DecodeAll's
-  // concatenated streams: the trailing bytes start after the stream that
-  // holds the STOP, as in the streamed build.
-  std::vector<std::pair<uint64_t, uint64_t>> ends;
-  if (head.codec != v1::CODEC_NONE) {
-    const Codec codec = static_cast<Codec>(head.codec);
-    uint64_t used = 0;
-    do {
-      size_t n = 0;
-      status = Decode(codec, compressed.substr(used), &decoded, &n);
-      if (!status.ok()) return Annotate(name, status);
-      used += n;
-      ends.emplace_back(used, decoded.size());
-    } while (used < compressed.size() && DecodeAllFollows(codec) &&
-             DetectCodec(compressed.substr(used)) == codec);
-    stream = decoded.view();
-  }
-  absl::StatusOr<IndexedStream> indexed = IndexJoblibStream(stream, limits);
-  if (!indexed.ok()) return Annotate(name, indexed.status());
-  if (head.codec == v1::CODEC_NONE) {
-    index.set_trailing_bytes(stream.size() - indexed->end_offset);
-  } else {
-    uint64_t consumed = ends.back().first;
-    for (const auto& [in, out] : ends) {
-      if (out >= indexed->end_offset) {
-        consumed = in;
-        break;
-      }
-    }
-    index.set_trailing_bytes(compressed.size() - consumed);
-  }
-  index.mutable_skeleton()->set_offset(0);
-  index.mutable_skeleton()->set_length(indexed->skeleton.size());
-  status = writer->WriteAt(0, indexed->skeleton);
-  if (!status.ok()) return status;
-  uint64_t offset = indexed->skeleton.size();
-  for (const LoadArrayLocation& loc : indexed->arrays) {
-    AddArray(loc, head.codec, &index);
-    if (loc.kind == LoadArrayLocation::Kind::kLegacy) continue;
-    offset = AlignUp(offset);
-    v1::LoadArray* array = index.mutable_arrays(index.arrays_size() - 1);
-    array->mutable_data()->set_offset(offset);
-    array->mutable_data()->set_length(loc.length);
-    status = writer->WriteAt(offset, stream.substr(loc.offset, loc.length));
-    if (!status.ok()) return status;
-    offset += loc.length;
-  }
-  status = writer->Finish(offset);
-  if (!status.ok()) return status;
-  index.set_segment_size(offset);
-  *segment_size = offset;
-  return index;
 }
 
 }  // namespace
@@ -857,41 +494,51 @@ absl::StatusOr<v1::LoadReply> BuildSegmentInto(const SegmentSource& source,
                        MostlyUncached(source.fd, 0, source.size));
   const PickleLimits limits =
       source.limits != nullptr ? *source.limits : DefaultBuildLimits();
-  LayoutSink sink(&writer, source.raw, limits);
+  const bool raw = source.raw;
+  SegmentLayout layout(&writer);
+  JoblibIndexer indexer(limits, &layout);
+  IndexingSink indexing(&indexer);
+  RawSink raw_sink(&writer);
+  ByteSink* sink = raw ? static_cast<ByteSink*>(&raw_sink) : &indexing;
   // Uncompressed: stop reading at the pickle's STOP. Compressed: decode the
   // streams joblib's readers would (DecodeAll), but no stream after the one
   // holding the STOP, so values written one after another into one file
   // object load one at a time.
   class StoppingSource : public ByteSource {
    public:
-    StoppingSource(FileSource* in, const LayoutSink* sink) : in_(in), sink_(sink) {}
+    StoppingSource(FileSource* in, const JoblibIndexer* indexer)
+        : in_(in), indexer_(indexer) {}
     absl::StatusOr<absl::string_view> Read() override {
-      if (sink_->stopped()) in_->StopEarly();
+      if (indexer_->stopped()) in_->StopEarly();
       return in_->Read();
     }
 
    private:
     FileSource* in_;
-    const LayoutSink* sink_;
-  } stopping(&input, &sink);
-  const bool raw = source.raw;
-  auto another = [&sink, raw] {
+    const JoblibIndexer* indexer_;
+  } stopping(&input, &indexer);
+  auto another = [&indexer, raw] {
     if (raw) return true;
-    return sink.Classify().ok() && !sink.stopped();
+    return indexer.Settle().ok() && !indexer.stopped();
   };
-  ByteSource* in = (codec == Codec::kNone && !raw) ? static_cast<ByteSource*>(&stopping)
-                                                   : &input;
+  ByteSource* in = (codec == Codec::kNone && !raw)
+                       ? static_cast<ByteSource*>(&stopping)
+                       : &input;
   uint64_t consumed = 0;
-  absl::Status status = DecodeAllFrom(codec, in, &sink, &consumed, another);
-  if (status.ok()) status = sink.Classify();
+  absl::Status status = DecodeAllFrom(codec, in, sink, &consumed, another);
+  absl::StatusOr<IndexedStream> indexed;
+  if (status.ok() && !raw) {
+    indexed = indexer.Finish();
+    status = indexed.status();
+  }
   if (!status.ok()) {
     // Read errors name the source, segment errors the segment; the rest
-    // (the codec's and the probe's) is about the source's content.
+    // (the codec's and the indexer's) is about the source's content.
     if (!input.error().ok()) return input.error();
-    if (!sink.error().ok() && !sink.content_error()) return sink.error();
+    if (!layout.write_error().ok()) return layout.write_error();
+    if (!raw_sink.write_error().ok()) return raw_sink.write_error();
     return Annotate(name, status);
   }
-  sink.DropProbe();
 
   v1::LoadReply index;
   index.set_format(head->format);
@@ -902,59 +549,25 @@ absl::StatusOr<v1::LoadReply> BuildSegmentInto(const SegmentSource& source,
   uint64_t size = 0;
   if (raw) {
     index.mutable_skeleton()->set_offset(0);
-    index.mutable_skeleton()->set_length(sink.received());
-    size = sink.received();
+    index.mutable_skeleton()->set_length(raw_sink.received());
+    size = raw_sink.received();
   } else {
-    absl::StatusOr<absl::string_view> stream = sink.SparseStream();
-    if (!stream.ok()) return stream.status();
-    absl::StatusOr<IndexedStream> indexed = IndexJoblibStream(*stream, limits);
-    if (!indexed.ok()) return Annotate(name, indexed.status());
     if (codec == Codec::kNone) {
       index.set_trailing_bytes(stream_bytes - indexed->end_offset);
     }
-    // The indexer is the authority: every raw array it found must be where
-    // the probe put it, everything else classified and written.
-    bool agree = sink.stopped() && sink.frontier() == indexed->end_offset;
-    size_t next_raw = 0;
-    for (const LoadArrayLocation& loc : indexed->arrays) {
-      if (!agree) break;
+    const std::vector<uint64_t>& data_offsets = layout.data_offsets();
+    if (data_offsets.size() != indexed->arrays.size()) {
+      return absl::InternalError(absl::StrCat(
+          name, ": the indexer announced ", data_offsets.size(),
+          " arrays and listed ", indexed->arrays.size()));
+    }
+    for (size_t i = 0; i < indexed->arrays.size(); ++i) {
+      const LoadArrayLocation& loc = indexed->arrays[i];
       AddArray(loc, head->codec, &index);
       if (loc.kind == LoadArrayLocation::Kind::kLegacy) continue;
-      uint64_t dest = 0;
-      if (loc.kind == LoadArrayLocation::Kind::kRaw) {
-        const std::vector<LayoutSink::Array>& arrays = sink.arrays();
-        if (next_raw >= arrays.size() || arrays[next_raw].start != loc.offset ||
-            arrays[next_raw].length != loc.length) {
-          agree = false;
-          break;
-        }
-        dest = loc.offset + arrays[next_raw++].shift;
-      } else {
-        dest = loc.offset + sink.ShiftAt(loc.offset);
-      }
       v1::LoadArray* array = index.mutable_arrays(index.arrays_size() - 1);
-      array->mutable_data()->set_offset(dest);
+      array->mutable_data()->set_offset(data_offsets[i]);
       array->mutable_data()->set_length(loc.length);
-    }
-    if (!agree || next_raw != sink.arrays().size()) {
-      // Building in memory holds the file and the whole decoded stream:
-      // only within the pickle budget.
-      if (source.size + sink.received() > limits.max_pickle_bytes) {
-        return absl::InternalError(absl::StrCat(
-            name, ": the streamed layout disagrees with the index, and the "
-            "file is too large to build in memory (a bug: please report it "
-            "with the file)"));
-      }
-      fprintf(stderr,
-              "persistd: %s: the streamed layout disagrees with the index; "
-              "building the segment in memory\n",
-              name.c_str());
-      status = writer.Reset();
-      if (!status.ok()) return status;
-      absl::StatusOr<v1::LoadReply> built =
-          BuildInMemory(source, *head, limits, &writer, segment_size);
-      if (built.ok()) built->set_segment_path(segment_path);
-      return built;
     }
     // The rewritten pickle goes after the data.
     const uint64_t skeleton_offset = AlignUp(writer.end());

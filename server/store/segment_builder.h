@@ -3,16 +3,15 @@
 // not a SIGBUS), decompresses it once, streaming, and writes every raw
 // array's bytes at a 64-byte aligned offset of a new segment file straight
 // from the decoder's output, then the rewritten pickle after them. The
-// decoded stream is never held in memory whole: which bytes are array data
-// is learned by probing the pickle prefix as it arrives, and the joblib
-// indexer, run at the end over the non-array bytes, has the last word (a
-// disagreement falls back to building in memory). The source is untrusted:
-// the stream fails at its first invalid byte, and what indexing may cost is
-// bounded by PickleLimits (a file that needs more is refused, naming the
-// daemon flag that raises the limit). Segment pages are written
-// in whole 2 MiB-aligned blocks, so the page cache holds them in huge-page
-// folios that clients map with one PMD each; the pages of a source that was
-// not cached are dropped behind the reader.
+// decoded stream is never held in memory whole: the joblib indexer
+// (server/format/joblib_indexer.h) classifies the bytes as they arrive and
+// keeps only the pickle part. The source is untrusted: the stream fails at
+// its first invalid byte, and what indexing may cost is bounded by
+// PickleLimits (a file that needs more is refused, naming the daemon flag
+// that raises the limit). Segment pages are written in whole 2 MiB-aligned
+// blocks, so the page cache holds them in huge-page folios that clients map
+// with one PMD each; the pages of a source that was not cached are dropped
+// behind the reader.
 #ifndef PERSISTD_SERVER_STORE_SEGMENT_BUILDER_H_
 #define PERSISTD_SERVER_STORE_SEGMENT_BUILDER_H_
 

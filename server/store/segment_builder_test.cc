@@ -11,6 +11,9 @@
 
 #include "absl/strings/string_view.h"
 #include "gtest/gtest.h"
+#include "server/codec/codec.h"
+#include "server/format/joblib_reader.h"
+#include "server/io/byte_sink.h"
 #include "server/io/scoped_fd.h"
 
 namespace persistd {
@@ -142,6 +145,98 @@ TEST_F(SegmentBuilderTest, PicklePartLargerThanTheLimitIsRefused) {
             std::string::npos)
       << built.status();
   EXPECT_LT(PeakRss() - before, uint64_t{64} << 20);
+}
+
+std::string ReadTestdata(const std::string& name) {
+  std::string out;
+  FILE* f = std::fopen(("server/format/testdata/" + name).c_str(), "rb");
+  EXPECT_NE(f, nullptr) << name;
+  if (f == nullptr) return out;
+  char buf[1 << 16];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof(buf), f)) > 0) out.append(buf, n);
+  std::fclose(f);
+  return out;
+}
+
+std::string ReadSegment(const v1::LoadReply& reply) {
+  std::string out(reply.segment_size(), '\0');
+  ScopedFd fd(::open(reply.segment_path().c_str(), O_RDONLY));
+  EXPECT_EQ(::pread(fd.get(), &out[0], out.size(), 0),
+            static_cast<ssize_t>(out.size()));
+  return out;
+}
+
+std::string Compress(Codec codec, absl::string_view data) {
+  StringSink out;
+  absl::StatusOr<std::unique_ptr<ByteSink>> encoder =
+      NewEncoder(codec, -1, 1, &out);
+  EXPECT_TRUE(encoder.ok());
+  EXPECT_TRUE((*encoder)->Append(data).ok());
+  EXPECT_TRUE((*encoder)->Finish().ok());
+  return out.data();
+}
+
+TEST_F(SegmentBuilderTest, TheSegmentHoldsWhatTheIndexerFound) {
+  for (const char* name :
+       {"joblib16_p0.pkl", "joblib16_p4.pkl", "joblib16_p5.pkl",
+        "joblib16_dtypes_p4.pkl", "joblib_0.11.0_pickle_py36_np111.pkl",
+        "joblib_0.9.2_pickle_py35_np19.pkl"}) {
+    for (Codec codec : {Codec::kNone, Codec::kZstd, Codec::kLz4}) {
+      SCOPED_TRACE(testing::Message() << name << " " << CodecName(codec));
+      const std::string stream = ReadTestdata(name);
+      absl::StatusOr<IndexedStream> want = IndexJoblibStream(stream);
+      ASSERT_TRUE(want.ok()) << want.status();
+      absl::StatusOr<v1::LoadReply> built =
+          Build(codec == Codec::kNone ? stream : Compress(codec, stream));
+      ASSERT_TRUE(built.ok()) << built.status();
+      const std::string segment = ReadSegment(*built);
+      EXPECT_EQ(built->trailing_bytes(), 0u);
+      EXPECT_EQ(segment.substr(built->skeleton().offset(),
+                               built->skeleton().length()),
+                want->skeleton);
+      ASSERT_EQ(built->arrays_size(), static_cast<int>(want->arrays.size()));
+      for (int i = 0; i < built->arrays_size(); ++i) {
+        const v1::LoadArray& got = built->arrays(i);
+        const LoadArrayLocation& loc = want->arrays[i];
+        EXPECT_EQ(got.dtype(), loc.dtype);
+        EXPECT_EQ(got.shape_size(), static_cast<int>(loc.shape.size()));
+        if (loc.kind == LoadArrayLocation::Kind::kLegacy) {
+          EXPECT_EQ(got.kind(), v1::LoadArray::LEGACY);
+          continue;
+        }
+        if (loc.kind == LoadArrayLocation::Kind::kRaw) {
+          EXPECT_EQ(got.data().offset() % kSegmentAlignment, 0u);
+        }
+        EXPECT_EQ(segment.substr(got.data().offset(), got.data().length()),
+                  stream.substr(loc.offset, loc.length));
+      }
+    }
+  }
+}
+
+TEST_F(SegmentBuilderTest, ArrayDataIsWrittenAsItArrives) {
+  // A 256 MiB uint8 array in about 8 KB of zstd: the build must not hold
+  // it in memory.
+  const std::string head(
+      "\x80\x02" "cjoblib.numpy_pickle\nNumpyArrayWrapper\n)\x81}("
+      "X\x05\0\0\0shape(J\0\0\0\x10t"
+      "X\x05\0\0\0dtypecnumpy\ndtype\n(X\x02\0\0\0u1K\0K\x01tR"
+      "(K\x03X\x01\0\0\0|NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\0tbub",
+      127);
+  const uint64_t size = uint64_t{256} << 20;
+  const uint64_t before = PeakRss();
+  absl::StatusOr<v1::LoadReply> built = Build(ZstdBomb(head, 'x', size, "."));
+  ASSERT_TRUE(built.ok()) << built.status();
+  EXPECT_LT(PeakRss() - before, uint64_t{64} << 20);
+  ASSERT_EQ(built->arrays_size(), 1);
+  EXPECT_EQ(built->arrays(0).data().length(), size);
+  ScopedFd fd(::open(built->segment_path().c_str(), O_RDONLY));
+  char last[2] = {0, 0};
+  ASSERT_EQ(::pread(fd.get(), last, 2, built->arrays(0).data().offset() +
+                                           size - 2),
+            2);
+  EXPECT_EQ(std::string(last, 2), "xx");
 }
 
 TEST_F(SegmentBuilderTest, AFailedBuildLeavesNoSegmentFile) {
