@@ -672,6 +672,34 @@ TEST(CorruptionTest, ZstdDecodesOnlyStandardFramesHoweverFed) {
   }
 }
 
+// Found by server/fuzz:codec_fuzzer: libzstd decodes a frame that arrives
+// whole in one pass, which rejects an empty compressed block that its
+// streaming decoder accepts. Decode and DecodeAllFrom must agree.
+TEST(CorruptionTest, ZstdEmptyCompressedBlockIsTheSameHoweverFed) {
+  // Magic; header: single segment, checksum, content size 0; an empty last
+  // compressed block; the checksum of no bytes; bytes after the frame.
+  const std::string input(
+      "\x28\xb5\x2f\xfd" "\x24\x00" "\x05\x00\x00" "\x99\xe9\xd8\x51" "us",
+      15);
+  StringSink whole;
+  size_t whole_consumed = 0;
+  const absl::Status status =
+      Decode(Codec::kZstd, input, &whole, &whole_consumed);
+  for (size_t step : {size_t{1}, size_t{5}, input.size()}) {
+    SCOPED_TRACE(absl::StrCat("pieces of ", step));
+    PieceSource source(input, {step});
+    StringSink pieces;
+    uint64_t consumed = 0;
+    absl::Status from =
+        DecodeAllFrom(Codec::kZstd, &source, &pieces, &consumed);
+    EXPECT_EQ(from.code(), status.code()) << from << " / " << status;
+    if (status.ok() && from.ok()) {
+      EXPECT_EQ(consumed, whole_consumed);
+      EXPECT_EQ(pieces.data(), whole.data());
+    }
+  }
+}
+
 TEST(TruncationTest, EveryCutIsDataLossNamingTheCodec) {
   const std::string input = RandomishBytes(300000) + CompressibleBytes(300000);
   for (Codec codec : kCompressors) {

@@ -98,13 +98,17 @@ class ZstdEncoder : public Encoder {
 
 // One zstd frame, decoded as its bytes arrive.
 //
-// libzstd's streaming decoder depends on how the input is fed in two ways
-// (1.5.4), and the decoder makes up for both, from header_, the first bytes
-// of the frame, and decoded_, its output so far:
-//  - it checks the content size a frame header declares when it decodes
-//    the frame in one pass, but not when a frame ends with an empty block;
-//  - it decodes a legacy (v0.x) frame only when its magic number arrives in
-//    one piece. Only standard frames are zstd here, as in DetectCodec;
+// libzstd (1.5.4) decodes a frame differently depending on how its bytes
+// arrive, and the decoder makes the result independent of that:
+//  - a whole frame in one call's input, with output room for its content,
+//    is decoded in one pass, which checks more than streaming does (an
+//    empty compressed block is corrupt there only): the first byte is fed
+//    alone, so libzstd always streams;
+//  - streaming does not check the content size a header declares when the
+//    frame ends with an empty block: the decoder checks it, from header_,
+//    the first bytes of the frame, and decoded_, its output so far;
+//  - a legacy (v0.x) frame decodes only when its magic number arrives in
+//    one piece: only standard frames are zstd here, as for DetectCodec, and
 //    legacy and skippable frames are corrupt input.
 class ZstdDecoder : public DecoderBase {
  public:
@@ -131,6 +135,7 @@ class ZstdDecoder : public DecoderBase {
       }
     }
     ZSTD_inBuffer in = {input.data(), input.size(), 0};
+    if (fed_ == 0 && in.size > 1) in.size = 1;  // the first byte alone
     while (true) {
       ZSTD_outBuffer output = {buffer_.free_data(), buffer_.free_size(), 0};
       // Returns 0 once a frame is decoded and flushed, and stops there.
@@ -161,6 +166,10 @@ class ZstdDecoder : public DecoderBase {
         absl::Status status = buffer_.FlushTo(out);
         if (!status.ok()) return status;
       } else if (in.pos == in.size) {
+        if (in.size < input.size()) {
+          in.size = input.size();  // the rest after the first byte
+          continue;
+        }
         *used = in.pos;
         *end = false;
         return absl::OkStatus();
