@@ -10,6 +10,7 @@ APT_PACKAGES=(
   bazel-bootstrap bazel-rules-java
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libabsl-dev zlib1g-dev libbz2-dev liblzma-dev liblz4-dev libzstd-dev
+  libisal-dev libdeflate-dev
   libgtest-dev
   clang libclang-rt-14-dev
 )

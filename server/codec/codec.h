@@ -1,13 +1,14 @@
 // The compression layer: the streams joblib writes and reads (zlib, gzip,
 // bz2, lzma, xz, lz4) plus zstd, behind one ByteSink-based interface.
 //
-// Every encoder writes exactly the stream joblib writes for the same codec
+// Every encoder writes the stream format joblib writes for the same codec
 // and level (header bytes included), so joblib loads our files; Decode reads
 // what joblib and the Python compression modules write. Exact compressed
-// bytes may differ from Python's where the library versions differ; the
-// decompressed bytes never do. With threads > 1 the zlib, gzip, xz, lz4 and
-// zstd encoders compress in parallel and still emit one standard stream (see
-// NewEncoder).
+// bytes may differ from Python's where the library versions differ, and do
+// for zlib/gzip levels 1-3, which are compressed mostly by ISA-L (several
+// times zlib's speed, see zlib_codec.cc); the decompressed bytes never do.
+// With threads > 1 the zlib, gzip, xz, lz4 and zstd encoders compress in
+// parallel and still emit one standard stream (see NewEncoder).
 //
 // All functions here are thread-safe. An encoder (the returned ByteSink) is
 // not: one writer uses it at a time.
@@ -70,9 +71,13 @@ absl::Status ValidateLevel(Codec codec, int level);
 // a truncated stream in `out` and frees everything.
 //
 // `level` -1 means DefaultLevel(codec). `threads` <= 1 compresses on the
-// calling thread; more than 64 act as 64. With threads > 1:
-//   zlib, gzip: blocks of 1 MiB are deflated in parallel (pigz-style: each
-//     primed with the previous 32 KiB, ended by a sync flush), one stream;
+// calling thread; more than 64 act as 64. zlib and gzip at levels 1-3 are
+// always written as blocks of 1 MiB (each primed with the previous 32 KiB,
+// ended by a sync flush), each deflated by ISA-L or zlib, whichever a
+// sample says suits it; the bytes do not depend on `threads`. With
+// threads > 1:
+//   zlib, gzip: those blocks (at every level) are deflated in parallel
+//     (pigz-style), one stream;
 //   lz4: 1 MiB runs of independent 64 KiB blocks in parallel, one frame
 //     (FLG 0x60 instead of python-lz4's 0x40; python-lz4 reads both);
 //   xz: liblzma's multi-threaded encoder (several blocks), one stream;

@@ -111,11 +111,13 @@ class BlockPipeline {
   std::vector<std::thread> workers_;
 };
 
-// Cuts the stream into blocks for a BlockPipeline and writes the results.
+// Cuts the stream into blocks for a BlockPipeline (or, with threads 0, for
+// the codec on the calling thread) and writes the results.
 //
 // Invariants: current_ is never null and holds at most block_size_ bytes of
 // data; the header is written before any block; blocks are written in
-// stream order; at most max_in_flight_ blocks are in the pipeline.
+// stream order; at most max_in_flight_ blocks are in the pipeline, which
+// is null exactly when threads is 0.
 class ParallelEncoder : public Encoder {
  public:
   ParallelEncoder(std::unique_ptr<BlockCodec> codec, int threads,
@@ -126,7 +128,9 @@ class ParallelEncoder : public Encoder {
         history_size_(history_size),
         max_in_flight_(2 * static_cast<size_t>(threads)),
         current_(NewBlock()),
-        pipeline_(threads, codec_.get()) {}
+        pipeline_(threads > 0
+                      ? std::make_unique<BlockPipeline>(threads, codec_.get())
+                      : nullptr) {}
 
  private:
   absl::Status Compress(absl::string_view data) override {
@@ -144,12 +148,15 @@ class ParallelEncoder : public Encoder {
 
   absl::Status End() override {
     absl::Status status = Dispatch(/*last=*/true);
-    while (status.ok() && pipeline_.in_flight() > 0) status = WriteOldest();
+    while (status.ok() && pipeline_ != nullptr && pipeline_->in_flight() > 0) {
+      status = WriteOldest();
+    }
     if (!status.ok()) return status;
     return out()->Append(codec_->Trailer());
   }
 
-  // Sends current_ to the workers and starts a new block with its history.
+  // Sends current_ to the workers (or compresses and writes it, without
+  // workers) and starts a new block with its history.
   absl::Status Dispatch(bool last) {
     std::unique_ptr<Block> next = NewBlock();
     const std::string& data = current_->data;
@@ -162,16 +169,28 @@ class ParallelEncoder : public Encoder {
       next->history.append(data);
     }
     current_->last = last;
-    pipeline_.Submit(std::move(current_));
+    std::unique_ptr<Block> block = std::move(current_);
     current_ = std::move(next);
-    if (pipeline_.in_flight() >= max_in_flight_) return WriteOldest();
+    if (pipeline_ == nullptr) {
+      absl::Status status = codec_->CompressBlock(0, block.get());
+      if (!status.ok()) return status;
+      return Write(std::move(block));
+    }
+    pipeline_->Submit(std::move(block));
+    if (pipeline_->in_flight() >= max_in_flight_) return WriteOldest();
     return absl::OkStatus();
   }
 
   absl::Status WriteOldest() {
     std::unique_ptr<Block> block;
-    absl::Status status = pipeline_.TakeOldest(&block);
+    absl::Status status = pipeline_->TakeOldest(&block);
     if (!status.ok()) return status;
+    return Write(std::move(block));
+  }
+
+  // Writes a compressed block (after the header, before the first one).
+  absl::Status Write(std::unique_ptr<Block> block) {
+    absl::Status status;
     if (!header_written_) {
       header_written_ = true;
       status = out()->Append(codec_->Header());
@@ -215,7 +234,7 @@ class ParallelEncoder : public Encoder {
   std::unique_ptr<Block> current_;
   bool header_written_ = false;
   // Declared last: destroyed (workers joined) before the codec and blocks.
-  BlockPipeline pipeline_;
+  const std::unique_ptr<BlockPipeline> pipeline_;
 };
 
 }  // namespace
@@ -225,6 +244,13 @@ std::unique_ptr<ByteSink> NewParallelEncoder(std::unique_ptr<BlockCodec> codec,
                                              size_t history_size,
                                              ByteSink* out) {
   return std::make_unique<ParallelEncoder>(std::move(codec), threads,
+                                           block_size, history_size, out);
+}
+
+std::unique_ptr<ByteSink> NewSerialBlockEncoder(
+    std::unique_ptr<BlockCodec> codec, size_t block_size, size_t history_size,
+    ByteSink* out) {
+  return std::make_unique<ParallelEncoder>(std::move(codec), /*threads=*/0,
                                            block_size, history_size, out);
 }
 

@@ -3,7 +3,9 @@
 // output is one standard stream made of independently compressed pieces
 // (pigz-style). The codec-specific half is a BlockCodec.
 //
-// Used by zlib, gzip and lz4 when NewEncoder is given threads > 1.
+// Used by zlib, gzip and lz4 when NewEncoder is given threads > 1, and by
+// zlib and gzip at levels 1-3 on one thread too (NewSerialBlockEncoder),
+// where each block may be compressed by a different library.
 #ifndef PERSISTD_SERVER_CODEC_PARALLEL_ENCODER_H_
 #define PERSISTD_SERVER_CODEC_PARALLEL_ENCODER_H_
 
@@ -42,7 +44,8 @@ struct Block {
 // Thread safety: CompressBlock runs on worker threads, concurrently with
 // itself for different `worker` values (each in [0, threads)); every other
 // method runs on the thread that owns the encoder, never concurrently with
-// itself.
+// itself. Under NewSerialBlockEncoder, CompressBlock runs on the owner's
+// thread with worker 0.
 class BlockCodec {
  public:
   virtual ~BlockCodec() = default;
@@ -66,6 +69,13 @@ std::unique_ptr<ByteSink> NewParallelEncoder(std::unique_ptr<BlockCodec> codec,
                                              int threads, size_t block_size,
                                              size_t history_size,
                                              ByteSink* out);
+
+// The same stream as NewParallelEncoder, compressed block by block on the
+// calling thread (inside Append and Finish), with no worker threads.
+// REQUIRES: `out` outlives the encoder.
+std::unique_ptr<ByteSink> NewSerialBlockEncoder(
+    std::unique_ptr<BlockCodec> codec, size_t block_size, size_t history_size,
+    ByteSink* out);
 
 }  // namespace codec_internal
 }  // namespace persistd
