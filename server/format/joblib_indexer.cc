@@ -136,8 +136,8 @@ absl::Status JoblibIndexer::Deliver(uint64_t end, bool data) {
   end = std::min(end, received_);
   if (end <= delivered_) return absl::OkStatus();
   if (listener_ != nullptr) {
-    absl::Status status =
-        listener_->OnBytes(delivered_, buffer_.view(delivered_, end - delivered_));
+    absl::Status status = listener_->OnBytes(
+        delivered_, buffered().substr(delivered_, end - delivered_));
     if (!status.ok()) return status;
   }
   if (data) {

@@ -296,6 +296,27 @@ TEST(JoblibIndexerTest, ArrayDataIsPassedOnNotCopied) {
   EXPECT_EQ(recorder.stream, stream);
 }
 
+// Found by server/fuzz:joblib_reader_fuzzer: with FeedWhole, the listener
+// was given views into the empty buffer instead of the stream.
+TEST(JoblibIndexerTest, FeedWholeGivesTheListenerTheStream) {
+  const std::string stream =
+      std::string(L("\x80\x02" "cjoblib.numpy_pickle\nNumpyArrayWrapper\n)\201}("
+                    "X\005\000\000\000shape(K\003t"
+                    "X\005\000\000\000dtypecnumpy\ndtype\n(X\002\000\000\000"
+                    "u1K\000K\001tR(K\003X\001\000\000\000|NNNJ\377\377\377"
+                    "\377J\377\377\377\377K\000tbub")) +
+      "xyz.";
+  Recorder recorder;
+  JoblibIndexer indexer(PickleLimits(), &recorder);
+  ASSERT_TRUE(indexer.FeedWhole(stream).ok());
+  absl::StatusOr<IndexedStream> index = indexer.Finish();
+  ASSERT_TRUE(index.ok()) << index.status();
+  ASSERT_EQ(index->arrays.size(), 1u);
+  EXPECT_EQ(index->arrays[0].length, 3u);
+  EXPECT_EQ(recorder.stream, stream);
+  EXPECT_EQ(recorder.arrays.size(), 1u);
+}
+
 TEST(JoblibIndexerTest, ALongOpcodeIsNotRescannedForEveryPiece) {
   // A protocol 0 STRING of 8 MiB fed a byte at a time would be scanned
   // 8M times if every Feed retried it: this must take well under a second.
