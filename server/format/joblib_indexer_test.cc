@@ -213,6 +213,9 @@ TEST(JoblibIndexerTest, PathsFollowKeysIndicesAndAttributes) {
   EXPECT_EQ(Paths("\x80\x02" "cm\nC\n)\x81}(" + Str("coef_") + w +
                   Str("a-b") + w + "ub."),
             V({".coef_", ".__dict__[\"a-b\"]"}));
+  // Items set on an object one at a time (an OrderedDict).
+  EXPECT_EQ(Paths("\x80\x02" "cc\nOrderedDict\n)R" + Str("a") + w + "s."),
+            V({"[\"a\"]"}));
   // A call's arguments: m.f(a).
   EXPECT_EQ(Paths("\x80\x02" "cm\nf\n" + w + "\x85R."),
             V({".__args__[0]"}));

@@ -102,6 +102,9 @@ constexpr size_t kMaxShortString = 64;
 // may name an array (a key short enough to follow).
 constexpr uint8_t kTagText = 0x80;
 constexpr uint8_t kTagTextEncoding = 0x03;
+// kOther tags of an object a call or NEWOBJ/OBJ/INST made (not a scalar,
+// not a memo fetch): one that items may be set on (an OrderedDict).
+constexpr uint8_t kTagObject = 0x40;
 
 bool IsLetter(char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); }
 
@@ -245,6 +248,8 @@ void SetInstance(uint8_t klass, Tag* t) {
   if (IsWrapperClass(klass)) {
     t->kind = Tag::kWrapper;
     t->klass = klass;
+  } else {
+    t->bits = kTagObject;
   }
 }
 
@@ -351,21 +356,27 @@ inline void SymbolicStack::PushInt(uint64_t offset, int64_t value) {
   PushTag(Tag::kInt, offset).a = value;
 }
 
-// Whether a str pushed now may be a dict key: right on a dict (SETITEM),
-// or at an even place after the mark over a dict or an object (SETITEMS;
-// an OrderedDict is an object). Only such strs carry their text, so the
-// memo keeps few of them for paths and values stay on the fast paths.
+// Whether items may be set on the object of `t`: a dict, or an object
+// (an OrderedDict, a defaultdict).
+inline bool IsMapping(const Tag& t) {
+  return t.kind == Tag::kDict ||
+         (t.kind == Tag::kOther && (t.bits & kTagObject) != 0);
+}
+
+// Whether a str pushed now may be a dict key: right on a mapping
+// (SETITEM), or at an even place after the mark over one (SETITEMS). Only
+// such strs carry their text, so the memo keeps few of them for paths and
+// values stay on the fast paths.
 inline bool SymbolicStack::KeyPosition() const {
   const size_t size = stack_.size();
   if (size == 0) return false;
   const bool marked = !marks_.empty();
   const size_t mark = marked ? marks_.back() : 0;
-  if ((!marked || mark < size - 1) && stack_[size - 1].kind == Tag::kDict) {
+  if ((!marked || mark < size - 1) && IsMapping(stack_[size - 1])) {
     return true;
   }
   if (!marked || mark == 0 || (size - mark - 1) % 2 != 0) return false;
-  const Tag::Kind target = stack_[mark - 1].kind;
-  return target == Tag::kDict || target == Tag::kOther;
+  return IsMapping(stack_[mark - 1]);
 }
 
 inline void SymbolicStack::PushString(uint64_t offset,
@@ -900,6 +911,7 @@ absl::Status SymbolicStack::Reduce(uint64_t offset) {
   const Tag& args = stack_[size - 1];
   Tag result;
   result.start = callable.start;
+  result.bits = kTagObject;  // unless it is one of the kinds below
   if (callable.kind == Tag::kGlobal) {
     if (callable.klass == kGlobalNumpyDtype ||
         callable.klass == kGlobalStringDtypeFn) {
@@ -908,6 +920,7 @@ absl::Status SymbolicStack::Reduce(uint64_t offset) {
         return OverBudget("the table of dtypes", offset);
       }
       result.kind = Tag::kDtype;
+      result.bits = 0;
       result.aux = static_cast<uint32_t>(dtypes_.size());
       dtypes_.emplace_back();
       DtypeRecord& dtype = dtypes_.back();
@@ -927,6 +940,7 @@ absl::Status SymbolicStack::Reduce(uint64_t offset) {
                (args.klass == kStrUnit || args.klass == kStrByteOrder)) {
       // _codecs.encode('ns', 'latin1'): bytes b'ns' at protocols 0-2.
       result.kind = Tag::kString;
+      result.bits = 0;
       result.klass = args.klass;
       result.letter = args.letter;
       result.aux = args.aux;
@@ -935,6 +949,7 @@ absl::Status SymbolicStack::Reduce(uint64_t offset) {
                IsWrapperClass(args.klass)) {
       // copy_reg._reconstructor(cls, object, None): protocol 0/1 objects.
       result.kind = Tag::kWrapper;
+      result.bits = 0;
       result.klass = args.klass;
     }
   }

@@ -448,6 +448,7 @@ void AddArray(const LoadArrayLocation& loc, v1::Codec codec,
   array->set_itemsize(loc.itemsize);
   for (uint64_t dim : loc.shape) array->add_shape(dim);
   array->set_fortran_order(loc.fortran_order);
+  array->set_path(loc.path);
 }
 
 }  // namespace

@@ -200,6 +200,7 @@ TEST_F(SegmentBuilderTest, TheSegmentHoldsWhatTheIndexerFound) {
         const v1::LoadArray& got = built->arrays(i);
         const LoadArrayLocation& loc = want->arrays[i];
         EXPECT_EQ(got.dtype(), loc.dtype);
+        EXPECT_EQ(got.path(), loc.path);
         EXPECT_EQ(got.shape_size(), static_cast<int>(loc.shape.size()));
         if (loc.kind == LoadArrayLocation::Kind::kLegacy) {
           EXPECT_EQ(got.kind(), v1::LoadArray::LEGACY);

@@ -67,6 +67,9 @@ void SegmentCache::AdoptRecordsLocked() {
     std::ifstream in(meta_path, std::ios::binary);
     v1::SegmentRecord record;
     if (!record.ParseFromIstream(&in)) continue;
+    // An index of an older daemon lacks fields a rebuild gives (paths):
+    // the segment is rebuilt at its next load.
+    if (record.index_version() < kIndexVersion) continue;
     std::string seg_path = absl::StrCat(dir_, "/", record.generation(), ".seg");
     struct stat st;
     if (::stat(seg_path.c_str(), &st) != 0 ||
@@ -132,6 +135,7 @@ void SegmentCache::WriteRecord(const Segment& segment) {
   record.set_ctime_ns(segment.version.ctime_ns);
   record.set_raw(segment.version.raw);
   *record.mutable_index() = segment.index;
+  record.set_index_version(kIndexVersion);
   // Written under a temporary name and renamed: a record is whole or absent.
   std::string meta = MetaPath(segment.path);
   std::string temp = meta + ".tmp";

@@ -86,6 +86,11 @@ class SegmentCache {
   using Builder = std::function<absl::StatusOr<v1::LoadReply>(
       const std::string& path, uint64_t* size)>;
 
+  // What a built index holds, recorded with each segment: bumped when the
+  // builder's LoadReply gains a field that older records lack (1:
+  // LoadArray.path), so that records of older daemons are not adopted.
+  static constexpr uint32_t kIndexVersion = 1;
+
   // `dir` must exist. Segments recorded there by an earlier run are adopted
   // (unleased, least recently used first); anything else there -- a
   // segment whose build a crash interrupted, a stray file -- is deleted.

@@ -6,12 +6,14 @@
 
 #include <atomic>
 #include <chrono>
+#include <fstream>
 #include <new>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "proto/store.pb.h"
 
 namespace persistd {
 namespace {
@@ -283,6 +285,38 @@ TEST(SegmentCacheRestartTest, RecordedSegmentsSurviveARestart) {
   auto other = restarted.Acquire(Version(2), true, FakeBuilder(10, &calls), "s");
   ASSERT_TRUE(other.ok());
   EXPECT_GT(other->segment->generation, again->segment->generation);
+}
+
+TEST(SegmentCacheRestartTest, RecordsOfAnOlderIndexAreNotAdopted) {
+  // A daemon from before LoadArray.path wrote records without
+  // index_version: its segments are rebuilt, so every reply has paths.
+  std::string dir = MakeTempDir();
+  std::atomic<int> calls{0};
+  std::string path;
+  {
+    SegmentCache cache(dir, 1 << 20);
+    auto a = cache.Acquire(Version(1), true, FakeBuilder(10, &calls), "s");
+    ASSERT_TRUE(a.ok());
+    path = a->segment->path;
+  }
+  const std::string meta = path.substr(0, path.size() - 4) + ".meta";
+  v1::SegmentRecord record;
+  {
+    std::ifstream in(meta, std::ios::binary);
+    ASSERT_TRUE(record.ParseFromIstream(&in));
+  }
+  EXPECT_EQ(record.index_version(), SegmentCache::kIndexVersion);
+  record.clear_index_version();
+  {
+    std::ofstream out(meta, std::ios::binary | std::ios::trunc);
+    ASSERT_TRUE(record.SerializeToOstream(&out));
+  }
+  SegmentCache restarted(dir, 1 << 20);
+  EXPECT_FALSE(Exists(path));
+  auto again = restarted.Acquire(Version(1), true, FakeBuilder(10, &calls), "s");
+  ASSERT_TRUE(again.ok());
+  EXPECT_FALSE(again->hit);
+  EXPECT_EQ(calls, 2);
 }
 
 TEST(SegmentCacheTest, SegmentFileRemovedByHandIsRebuilt) {
