@@ -61,7 +61,7 @@ void DescriptorInbox::Stop() {
   pending_fds_ = 0;
 }
 
-absl::StatusOr<std::vector<ScopedFd>> DescriptorInbox::Take(
+absl::StatusOr<DescriptorInbox::Delivery> DescriptorInbox::Take(
     const std::string& token, size_t count, absl::Duration wait) {
   if (token.empty()) {
     return absl::InvalidArgumentError("the request names no descriptor token");
@@ -81,14 +81,15 @@ absl::StatusOr<std::vector<ScopedFd>> DescriptorInbox::Take(
     }
     it = pending_.find(token);
   }
-  std::vector<ScopedFd> fds = std::move(it->second.fds);
-  pending_fds_ -= fds.size();
+  Delivery delivery{std::move(it->second.fds), std::move(it->second.sender_alive)};
+  pending_fds_ -= delivery.fds.size();
   pending_.erase(it);
-  if (fds.size() != count) {
+  if (delivery.fds.size() != count) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "the call expects ", count, " descriptors, the client sent ", fds.size()));
+        "the call expects ", count, " descriptors, the client sent ",
+        delivery.fds.size()));
   }
-  return fds;
+  return delivery;
 }
 
 void DescriptorInbox::ExpireLocked(absl::Time now) {
@@ -102,7 +103,7 @@ void DescriptorInbox::ExpireLocked(absl::Time now) {
   }
 }
 
-bool DescriptorInbox::Drain(int conn) {
+bool DescriptorInbox::Drain(int conn, const std::shared_ptr<std::atomic<bool>>& alive) {
   for (;;) {
     absl::StatusOr<FdMessage> message = ReceiveFds(conn);
     if (absl::IsUnavailable(message.status())) return true;  // nothing more now
@@ -113,7 +114,7 @@ bool DescriptorInbox::Drain(int conn) {
       return false;
     }
     pending_fds_ += message->fds.size();
-    pending_[message->tag] = Pending{std::move(message->fds), absl::Now()};
+    pending_[message->tag] = Pending{std::move(message->fds), absl::Now(), alive};
     arrived_.SignalAll();
   }
 }
@@ -122,7 +123,12 @@ void DescriptorInbox::Loop() {
   const uid_t self = ::geteuid();
   Acceptor acceptor(listen_fd_.get());
   RateLimitedLog log;
-  std::vector<ScopedFd> conns;
+  // A client connection, and the flag its calls watch: false once it ends.
+  struct Conn {
+    ScopedFd fd;
+    std::shared_ptr<std::atomic<bool>> alive;
+  };
+  std::vector<Conn> conns;
   // Out of descriptors, the listening socket rests until then; the client
   // connections are still served meanwhile (they free descriptors).
   auto accept_after = std::chrono::steady_clock::now();
@@ -132,7 +138,7 @@ void DescriptorInbox::Loop() {
     std::vector<pollfd> fds;
     fds.push_back({wake_fd_.get(), POLLIN, 0});
     fds.push_back({listening ? listen_fd_.get() : -1, POLLIN, 0});
-    for (const ScopedFd& c : conns) fds.push_back({c.get(), POLLIN, 0});
+    for (const Conn& c : conns) fds.push_back({c.fd.get(), POLLIN, 0});
     const int timeout_ms =
         listening ? 1000
                   : static_cast<int>(std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -150,18 +156,22 @@ void DescriptorInbox::Loop() {
     }
     if (fds[0].revents != 0) return;
     // Connections first, by index into the vector as it was polled.
-    std::vector<ScopedFd> kept;
+    std::vector<Conn> kept;
     kept.reserve(conns.size());
     for (size_t i = 0; i < conns.size(); ++i) {
       const short events = fds[2 + i].revents;
       bool keep = true;
       if ((events & POLLIN) != 0) {
-        keep = Drain(conns[i].get());
+        keep = Drain(conns[i].fd.get(), conns[i].alive);
       } else if ((events & (POLLHUP | POLLERR | POLLNVAL)) != 0) {
         keep = false;
       }
       // Dropped: hung up, errored or abusive (closed with the old vector).
-      if (keep) kept.push_back(std::move(conns[i]));
+      if (keep) {
+        kept.push_back(std::move(conns[i]));
+      } else {
+        conns[i].alive->store(false, std::memory_order_release);
+      }
     }
     conns = std::move(kept);
     if ((fds[1].revents & POLLIN) == 0) continue;
@@ -181,7 +191,7 @@ void DescriptorInbox::Loop() {
         conns.size() >= kMaxConnections) {
       continue;  // closed by accepted.conn
     }
-    conns.push_back(std::move(accepted.conn));
+    conns.push_back(Conn{std::move(accepted.conn), std::make_shared<std::atomic<bool>>(true)});
   }
 }
 

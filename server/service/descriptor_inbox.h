@@ -18,6 +18,7 @@
 #ifndef PERSISTD_SERVER_SERVICE_DESCRIPTOR_INBOX_H_
 #define PERSISTD_SERVER_SERVICE_DESCRIPTOR_INBOX_H_
 
+#include <atomic>
 #include <map>
 #include <memory>
 #include <string>
@@ -43,11 +44,20 @@ class DescriptorInbox {
   void Start();
   void Stop();
 
+  // What a call receives: its descriptors, and whether the connection
+  // they came on is still open. That connection lives as long as the
+  // client process, so its end is how a long call learns that its client
+  // died (gRPC's sync server does not report a vanished peer to a unary
+  // handler that is still running).
+  struct Delivery {
+    std::vector<ScopedFd> fds;
+    std::shared_ptr<const std::atomic<bool>> sender_alive;
+  };
   // The descriptors sent under `token`, exactly `count` of them, waiting up
   // to `wait` for them to arrive (the client sends them just before its
   // call, on another connection, so they may trail it by microseconds).
-  absl::StatusOr<std::vector<ScopedFd>> Take(const std::string& token,
-                                             size_t count, absl::Duration wait);
+  absl::StatusOr<Delivery> Take(const std::string& token, size_t count,
+                                absl::Duration wait);
 
   const std::string& socket_path() const { return socket_path_; }
 
@@ -58,12 +68,13 @@ class DescriptorInbox {
         wake_fd_(std::move(wake_fd)) {}
   void Loop();
   // Reads every message `conn` has ready; false when it must be dropped.
-  bool Drain(int conn);
+  bool Drain(int conn, const std::shared_ptr<std::atomic<bool>>& alive);
   void ExpireLocked(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   struct Pending {
     std::vector<ScopedFd> fds;
     absl::Time received;
+    std::shared_ptr<std::atomic<bool>> sender_alive;
   };
 
   const std::string socket_path_;

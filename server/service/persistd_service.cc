@@ -84,19 +84,27 @@ absl::StatusOr<ScopedFd> MemoryFile(const char* label, absl::string_view bytes) 
 // When the payload bytes a dump reads are final. A streamed payload's
 // client raises the count in the memfd's first 8 bytes as it writes; we
 // poll it (backing off to 1 ms) while the encoder has nothing to do.
-// Either way a client that went away ends the dump. IsCancelled() takes a
+// Either way a client that went away ends the dump: its descriptor
+// connection closed (the process died), or it cancelled the call (gRPC
+// sees an explicit cancel, not a vanished peer). IsCancelled() takes a
 // lock in gRPC's sync server: asked on every slice and hole of a 600-array
 // dump it made the dump 5x slower, so it is asked at most every 10 ms.
-PayloadReady MakePayloadReady(grpc::ServerContext* context, const char* header) {
+PayloadReady MakePayloadReady(grpc::ServerContext* context,
+                              std::shared_ptr<const std::atomic<bool>> sender_alive,
+                              const char* header) {
   constexpr absl::Duration kStall = absl::Seconds(60);
   constexpr absl::Duration kCancelCheck = absl::Milliseconds(10);
   auto next_check = std::make_shared<absl::Time>(absl::InfinitePast());
-  return [context, header, kStall, kCancelCheck, next_check](uint64_t offset) -> absl::Status {
+  return [context, sender_alive, header, kStall, kCancelCheck,
+          next_check](uint64_t offset) -> absl::Status {
     absl::Duration pause = absl::Microseconds(20);
     absl::Time progress = absl::InfinitePast();
     uint64_t seen = 0;
     for (;;) {
       const absl::Time now = absl::Now();
+      if (!sender_alive->load(std::memory_order_acquire)) {
+        return absl::CancelledError("the dump's client process is gone");
+      }
       if (now >= *next_check) {
         if (context->IsCancelled()) {
           return absl::CancelledError("the dump was abandoned by its client");
@@ -214,9 +222,10 @@ grpc::Status PersistdService::Dump(grpc::ServerContext* context,
                                    const v1::DumpRequest* request,
                                    v1::DumpReply* reply) {
   const bool inline_payload = !request->payload_inline().empty();
-  absl::StatusOr<std::vector<ScopedFd>> fds =
+  absl::StatusOr<DescriptorInbox::Delivery> delivery =
       inbox_->Take(request->fds_token(), inline_payload ? 1 : 2, kFdWait);
-  if (!fds.ok()) return ToGrpc(fds.status());
+  if (!delivery.ok()) return ToGrpc(delivery.status());
+  std::vector<ScopedFd>* fds = &delivery->fds;
   const std::string name =
       request->display_name().empty() ? "<dump target>" : request->display_name();
   const int target = (*fds)[0].get();
@@ -240,7 +249,8 @@ grpc::Status PersistdService::Dump(grpc::ServerContext* context,
     return Invalid("a streamed payload is a memfd with a 64-byte header");
   }
   const PayloadReady ready =
-      MakePayloadReady(context, request->payload_streamed() ? payload.data() : nullptr);
+      MakePayloadReady(context, delivery->sender_alive,
+                       request->payload_streamed() ? payload.data() : nullptr);
   absl::StatusOr<v1::DumpReply> result =
       WriteDump(*request, payload, target, name, threads, ready);
   if (!result.ok()) return ToGrpc(result.status());
@@ -275,9 +285,10 @@ grpc::Status PersistdService::Load(grpc::ServerContext*,
   if (request->source_case() != v1::LoadRequest::kFdsToken) {
     return Invalid("LoadRequest needs fds_token or source_inline");
   }
-  absl::StatusOr<std::vector<ScopedFd>> fds =
+  absl::StatusOr<DescriptorInbox::Delivery> delivery =
       inbox_->Take(request->fds_token(), 1, kFdWait);
-  if (!fds.ok()) return ToGrpc(fds.status());
+  if (!delivery.ok()) return ToGrpc(delivery.status());
+  std::vector<ScopedFd>* fds = &delivery->fds;
   const int fd = (*fds)[0].get();
   const std::string display =
       request->display_name().empty() ? "<source>" : request->display_name();
