@@ -105,7 +105,14 @@ absl::Status JoblibIndexer::Feed(absl::string_view bytes) {
 
 absl::Status JoblibIndexer::CheckPicklePart() {
   // Bytes after the STOP are not part of it.
-  const uint64_t end = stopped() ? end_offset_ : received_;
+  uint64_t end = stopped() ? end_offset_ : received_;
+  if (end - data_bytes_ > limits_.max_pickle_bytes && received_ < retry_at_) {
+    // Bytes put off until a long opcode's retry may be array data, or come
+    // after the STOP: look at them before refusing, as FeedWhole would.
+    absl::Status status = Advance();
+    if (!status.ok()) return Fail(status);
+    end = stopped() ? end_offset_ : received_;
+  }
   if (end - data_bytes_ > limits_.max_pickle_bytes) {
     return Fail(PickleBytesExceeded(limits_.max_pickle_bytes, end));
   }

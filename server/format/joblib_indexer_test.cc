@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "server/format/format_test_util.h"
 #include "server/format/joblib_reader.h"
@@ -318,6 +319,26 @@ TEST(JoblibIndexerTest, FeedWholeGivesTheListenerTheStream) {
   EXPECT_EQ(index->arrays[0].length, 3u);
   EXPECT_EQ(recorder.stream, stream);
   EXPECT_EQ(recorder.arrays.size(), 1u);
+}
+
+// Found by server/fuzz:joblib_reader_fuzzer: bytes that arrived while a
+// long opcode's retry was put off counted as pickle, so a stream within
+// max_pickle_bytes whole was refused when fed in pieces.
+TEST(JoblibIndexerTest, PickleBytesLimitIsTheSameHoweverTheStreamIsCut) {
+  // A 3619-byte BINUNICODE and STOP, 3627 bytes of pickle, then 500 bytes
+  // that are no part of it.
+  const std::string pickle = absl::StrCat(L("\x80\x04X\x23\x0e\x00\x00"),
+                                          std::string(3619, 'a'), ".");
+  const std::string stream = pickle + std::string(500, 'j');
+  PickleLimits limits;
+  limits.max_pickle_bytes = 4096;
+  for (size_t piece : {0, 1, 100, 1000}) {
+    SCOPED_TRACE(piece);
+    absl::StatusOr<IndexedStream> index =
+        FeedInPieces(stream, piece, nullptr, limits);
+    ASSERT_TRUE(index.ok()) << index.status();
+    EXPECT_EQ(index->end_offset, pickle.size());
+  }
 }
 
 TEST(JoblibIndexerTest, ALongOpcodeIsNotRescannedForEveryPiece) {
