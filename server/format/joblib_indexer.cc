@@ -76,7 +76,8 @@ absl::Status JoblibIndexer::Feed(absl::string_view bytes) {
       // The rest of an array's data: on to the listener, never copied
       // (delivered_ == received_ here).
       const size_t n =
-          static_cast<size_t>(std::min<uint64_t>(bytes.size(), data_end_ - received_));
+          static_cast<size_t>(std::min<uint64_t>(bytes.size(),
+                                                 data_end_ - received_));
       if (listener_ != nullptr) {
         absl::Status status = listener_->OnBytes(received_, bytes.substr(0, n));
         if (!status.ok()) return Fail(status);
@@ -210,7 +211,8 @@ absl::Status JoblibIndexer::Pickle() {
     if (!scanner_.truncated()) return status;
     // Wait until the opcode's bytes seen have doubled.
     truncated_ = status;
-    retry_at_ = received_ + std::max<uint64_t>(received_ - scanner_.position(), 1);
+    retry_at_ =
+        received_ + std::max<uint64_t>(received_ - scanner_.position(), 1);
     return Deliver(scanner_.position(), false);
   }
   if (event == SymbolicStack::Event::kStop) {
@@ -242,8 +244,9 @@ absl::Status JoblibIndexer::Pickle() {
   status = Deliver(op.end(), false);
   if (!status.ok()) return status;
   build_end_ = op.end();
-  current_ = LoadArrayLocation{LoadArrayLocation::Kind::kLegacy, build_end_, 0,
-                               false};
+  current_ = LoadArrayLocation();
+  current_.kind = LoadArrayLocation::Kind::kLegacy;
+  current_.offset = build_end_;
   if (build.klass != WrapperClass::kNumpyArrayWrapper) {
     return AddArray(std::move(current_), build_end_);
   }
@@ -253,10 +256,8 @@ absl::Status JoblibIndexer::Pickle() {
         "the frame does not end at the NumpyArrayWrapper's BUILD", op.offset);
   }
   layout_ = build.layout;
-  current_.dtype = layout_.dtype;
-  current_.itemsize = layout_.itemsize;
-  current_.shape = layout_.shape;
-  current_.fortran_order = layout_.fortran_order;
+  // What the state says passes from the wrapper layer unchanged.
+  static_cast<ArrayMeta&>(current_) = layout_;
   if (layout_.object) {
     // A complete nested pickle (joblib: pickle.dump(array, protocol=5)).
     nested_.emplace(scanner_.data(), build_end_);
@@ -339,7 +340,7 @@ absl::Status JoblibIndexer::AddArray(LoadArrayLocation array,
     edits_.push_back({build_end_, Edit::kRemove, data_end, {}});
   }
   arrays_.push_back(std::move(array));  // room was made at the BUILD
-  current_ = LoadArrayLocation{};
+  current_ = LoadArrayLocation();
   if (listener_ == nullptr) return absl::OkStatus();
   return listener_->OnArray(arrays_.back());
 }

@@ -33,36 +33,26 @@
 #include "server/format/pickle_limits.h"
 #include "server/format/pickle_scanner.h"
 #include "server/format/symbolic_stack.h"
+#include "server/format/wrapper_state.h"
 #include "server/io/growable_buffer.h"
 
 namespace persistd {
 
-// An array of a stream, as the format layer reports it.
-struct LoadArrayLocation {
+// An array of a stream, as the format layer reports it: where its data
+// lies, what the wrapper state says it is (ArrayMeta, as the wrapper layer
+// found it: set for kRaw and kObjectStream, empty for kLegacy, whose state
+// is in the companion file), and where it sits in the value. For kRaw,
+// length == prod(shape) * itemsize and the bytes are in C order, or in
+// Fortran order if fortran_order.
+struct LoadArrayLocation : ArrayMeta {
   enum class Kind { kRaw, kObjectStream, kLegacy };
-  Kind kind;
-  uint64_t offset;  // in the input stream (kRaw: first data byte;
-                    // kObjectStream: first byte of the nested pickle;
-                    // kLegacy: just past the wrapper's BUILD)
-  uint64_t length;  // 0 for kLegacy
-  bool padded;      // false for pre-1.2 files (no numpy_array_alignment_bytes)
-
-  // What the wrapper state says about the array, for clients that do not
-  // unpickle. Set for kRaw and kObjectStream, empty for kLegacy (its state
-  // is in the companion file). For kRaw, length == prod(shape) * itemsize
-  // and the bytes are in C order, or in Fortran order if fortran_order.
-  //
-  // dtype is numpy's dtype.str when it can be stated exactly: byte order
-  // ('<' also for numpy's native '='), kind letter and item size, e.g.
-  // "<f8", ">i4", "|u1", "|b1", "<c16", "|S10", "<U10" (10 characters,
-  // itemsize 40), "<M8" (generic), "<M8[ns]", "<m8[10s]", "|O" (object
-  // arrays). It is empty for structured, subarray and void dtypes, for
-  // StringDType, and whenever the state leaves the exact string in doubt;
-  // itemsize is still set then (0 only for StringDType).
-  std::string dtype;
-  uint64_t itemsize = 0;
-  std::vector<uint64_t> shape;  // the state's 'shape'; empty for 0-d
-  bool fortran_order = false;   // the state's 'order' is 'F'
+  Kind kind = Kind::kLegacy;
+  uint64_t offset = 0;  // in the input stream (kRaw: first data byte;
+                        // kObjectStream: first byte of the nested pickle;
+                        // kLegacy: just past the wrapper's BUILD)
+  uint64_t length = 0;  // 0 for kLegacy
+  bool padded = false;  // false for pre-1.2 files (no
+                        // numpy_array_alignment_bytes)
 
   // Where the array sits in the unpickled value, e.g. ["trees"][3]["value"]
   // (object_paths.h); empty when that cannot be told, or when the array is

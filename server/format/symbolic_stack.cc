@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <cstring>
 
-#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "server/format/pickle_opcodes.h"
@@ -14,300 +13,72 @@ namespace {
 using namespace pickle_op;  // NOLINT: opcode names read best unqualified.
 using Tag = SymbolicTag;
 
-// Classes of short strings (SymbolicTag::klass of kString).
-enum StrClass : uint8_t {
-  kStrOther = 0,
-  kStrJoblibModule,       // "joblib.numpy_pickle" (also sklearn's vendored)
-  kStrNumpyArrayWrapper,  // class names
-  kStrNDArrayWrapper,
-  kStrZNDArrayWrapper,
-  kStrNumpyModule,        // "numpy", "numpy.*"
-  kStrDtype,              // "dtype": numpy's class name and a state key
-  kStrStringDtypeFn,      // "_convert_to_stringdtype_kwargs" (StringDType)
-  kStrCopyregModule,      // "copy_reg" (what pickle writes), "copyreg"
-  kStrReconstructor,      // "_reconstructor"
-  kStrCodecsModule,       // "_codecs": protocol 0-2 pickle bytes as
-  kStrEncode,             // _codecs.encode(text, 'latin1')
-  kStrShape,              // state keys
-  kStrOrder,
-  kStrAlignment,
-  kStrOrderF,             // "F", the value of 'order' for Fortran order
-  kStrDtypeCode,          // a letter then digits: "f8", "U10", "V48", "O8"
-  kStrByteOrder,          // "<", ">", "|", "=": letter
-  kStrUnit,               // a datetime unit: aux = DatetimeUnit
-};
-
-// Datetime units as numpy names them; a unit is its index + 1 here.
-constexpr absl::string_view kDatetimeUnits[] = {
-    "Y", "M", "W", "D", "h", "m", "s", "ms", "us", "ns", "ps", "fs", "as",
-    "generic"};
-constexpr uint32_t kUnitGeneric = 14;
-
-// Classes of globals (SymbolicTag::klass of kGlobal and kWrapper). The
-// wrapper values equal WrapperClass's.
-enum GlobalClass : uint8_t {
-  kGlobalOther = 0,
-  kGlobalNumpyArrayWrapper = static_cast<uint8_t>(
-      WrapperClass::kNumpyArrayWrapper),
-  kGlobalNDArrayWrapper = static_cast<uint8_t>(WrapperClass::kNDArrayWrapper),
-  kGlobalZNDArrayWrapper = static_cast<uint8_t>(
-      WrapperClass::kZNDArrayWrapper),
-  kGlobalReconstructor,  // copy_reg._reconstructor (protocol 0/1 objects)
-  kGlobalNumpyDtype,     // numpy.dtype
-  kGlobalStringDtypeFn,  // numpy._core._internal._convert_to_stringdtype_...
-  kGlobalCodecsEncode,   // _codecs.encode
-};
-
-// kTuple bits. At most one of kTupShape, kTupFirstStr, kTupFirstGlobal and
-// kTupDatetimeMeta is set, as they need different first elements.
-constexpr uint8_t kTupShape = 1;      // () or non-negative ints built on a
-                                      // 'shape' key: a = shape reference
-                                      // (0 for (), else offset in
-                                      // shape_dims_ + 1)
-constexpr uint8_t kTupFirstStr = 2;   // element 0 is a classified string:
-                                      // klass, letter, aux are its
-constexpr uint8_t kTupFirstGlobal = 4;  // element 0 is a global: klass
-constexpr uint8_t kTupUnitMeta = 8;   // numpy's datetime metadata (unit,
-                                      // count[, events] or [, 1, events]):
-                                      // also kTupFirstStr; a = count
-constexpr uint8_t kTupDatetimeMeta = 16;  // a dtype state's last item
-                                          // (metadata, unit tuple): aux =
-                                          // unit, a = count
-
-// kDtypeState: numpy's dtype __setstate__ tuple (version, byteorder,
-// subarray, names, fields, elsize, alignment, flags[, metadata]), or one of
-// the older ones without some of the leading items (numpy's
-// arraydescr_setstate), with an int elsize: a = elsize, letter = the
-// byteorder if it is a classified one, aux = the datetime unit
-// (kUnitGeneric when there is no metadata, as numpy then keeps
-// dtype('M8')'s; 0 when it is not understood), b = the unit count.
-constexpr uint8_t kStateHasObject = 1;   // flags has NPY_ITEM_HASOBJECT
-constexpr uint8_t kStateStructured = 2;  // fields or subarray is not None
-
-// kDict: klass is the 'shape' status (a = its shape reference), letter the
-// 'dtype' status (b = its index in dtypes_), bits the alignment status (aux
-// = alignment) and the order.
-enum ShapeStatus : uint8_t { kShapeAbsent = 0, kShapeOk, kShapeBad };
-enum DtypeStatus : char { kDtypeAbsent = 0, kDtypeKnown, kDtypeUnknown };
-constexpr uint8_t kAlignSet = 1;   // aux = alignment
-constexpr uint8_t kAlignNone = 2;  // the key is None
-constexpr uint8_t kAlignBad = 4;   // neither an int >= 1 nor None
-constexpr uint8_t kAlignMask = kAlignSet | kAlignNone | kAlignBad;
-constexpr uint8_t kDictFortran = 8;  // 'order' is 'F'
-
-constexpr size_t kMaxShortString = 64;
-
-// kString and kOther tags of a str: a = the offset of its text in the
-// stream, b = its size, and the KeyText::Encoding in the low bits, when it
-// may name an array (a key short enough to follow).
-constexpr uint8_t kTagText = 0x80;
-constexpr uint8_t kTagTextEncoding = 0x03;
-// kOther tags of an object a call or NEWOBJ/OBJ/INST made (not a scalar,
-// not a memo fetch): one that items may be set on (an OrderedDict).
-constexpr uint8_t kTagObject = 0x40;
-
-bool IsLetter(char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); }
-
-uint32_t DatetimeUnit(absl::string_view s) {
-  for (uint32_t i = 0; i < kUnitGeneric; ++i) {
-    if (s == kDatetimeUnits[i]) return i + 1;
-  }
-  return 0;
-}
-
-// The class of string `s`; *aux gets a dtype code's digits or a unit.
-uint8_t ClassifyString(absl::string_view s, uint32_t* aux) {
-  switch (s.size()) {
-    case 1:
-      switch (s[0]) {
-        case '<': case '>': case '|': case '=':
-          return kStrByteOrder;
-        case 'F':
-          return kStrOrderF;
-        default:
-          break;
-      }
-      break;
-    case 5:
-      if (s == "shape") return kStrShape;
-      if (s == "dtype") return kStrDtype;
-      if (s == "order") return kStrOrder;
-      if (s == "numpy") return kStrNumpyModule;
-      break;
-    case 6:
-      if (s == "encode") return kStrEncode;
-      break;
-    case 7:
-      if (s == "copyreg") return kStrCopyregModule;
-      if (s == "_codecs") return kStrCodecsModule;
-      break;
-    case 8:
-      if (s == "copy_reg") return kStrCopyregModule;
-      break;
-    case 14:
-      if (s == "_reconstructor") return kStrReconstructor;
-      if (s == "NDArrayWrapper") return kStrNDArrayWrapper;
-      break;
-    case 15:
-      if (s == "ZNDArrayWrapper") return kStrZNDArrayWrapper;
-      break;
-    case 17:
-      if (s == "NumpyArrayWrapper") return kStrNumpyArrayWrapper;
-      break;
-    case 19:
-      if (s == "joblib.numpy_pickle") return kStrJoblibModule;
-      break;
-    case 27:
-      if (s == "numpy_array_alignment_bytes") return kStrAlignment;
-      break;
-    case 30:
-      if (s == "_convert_to_stringdtype_kwargs") return kStrStringDtypeFn;
-      break;
-    case 37:
-      if (s == "sklearn.externals.joblib.numpy_pickle") return kStrJoblibModule;
-      break;
-    default:
-      break;
-  }
-  if (s.size() <= 2 || s.size() == 7) {
-    const uint32_t unit = DatetimeUnit(s);
-    if (unit != 0) {
-      *aux = unit;
-      return kStrUnit;
-    }
-  }
-  if (s.size() >= 2 && s.size() <= 11 && IsLetter(s[0])) {
-    uint64_t v = 0;
-    size_t i = 1;
-    for (; i < s.size() && s[i] >= '0' && s[i] <= '9'; ++i) {
-      v = v * 10 + static_cast<uint64_t>(s[i] - '0');
-    }
-    if (i == s.size() && v <= UINT32_MAX) {
-      *aux = static_cast<uint32_t>(v);
-      return kStrDtypeCode;
-    }
-  }
-  if (s.size() > 6 && absl::StartsWith(s, "numpy.")) return kStrNumpyModule;
-  return kStrOther;
-}
-
-uint8_t ClassifyGlobal(uint8_t module, uint8_t name) {
-  switch (module) {
-    case kStrJoblibModule:
-      if (name == kStrNumpyArrayWrapper) return kGlobalNumpyArrayWrapper;
-      if (name == kStrNDArrayWrapper) return kGlobalNDArrayWrapper;
-      if (name == kStrZNDArrayWrapper) return kGlobalZNDArrayWrapper;
-      break;
-    case kStrNumpyModule:
-      if (name == kStrDtype) return kGlobalNumpyDtype;
-      if (name == kStrStringDtypeFn) return kGlobalStringDtypeFn;
-      break;
-    case kStrCopyregModule:
-      if (name == kStrReconstructor) return kGlobalReconstructor;
-      break;
-    case kStrCodecsModule:
-      if (name == kStrEncode) return kGlobalCodecsEncode;
-      break;
-    default:
-      break;
-  }
-  return kGlobalOther;
-}
-
-bool IsWrapperClass(uint8_t klass) {
-  return klass == kGlobalNumpyArrayWrapper || klass == kGlobalNDArrayWrapper ||
-         klass == kGlobalZNDArrayWrapper;
-}
-
-// Sets *t (a fresh OTHER tag) to the tag of string `s`.
+// Makes *t (a fresh kOther tag) the tag of string `s` if it is classified.
 void SetStringTag(absl::string_view s, Tag* t) {
   if (s.size() > kMaxShortString) return;
-  uint32_t aux = 0;
-  const uint8_t klass = ClassifyString(s, &aux);
-  if (klass == kStrOther) return;
-  t->kind = Tag::kString;
-  t->klass = klass;
-  if (klass == kStrDtypeCode || klass == kStrByteOrder) t->letter = s[0];
-  t->aux = aux;
-}
-
-uint8_t ClassifyGlobalText(absl::string_view module, absl::string_view name) {
-  if (module.size() > kMaxShortString || name.size() > kMaxShortString) {
-    return kGlobalOther;
-  }
-  uint32_t unused;
-  return ClassifyGlobal(ClassifyString(module, &unused),
-                        ClassifyString(name, &unused));
+  uint32_t number = 0;
+  const StrClass klass = ClassifyString(s, &number);
+  if (klass == StrClass::kOther) return;
+  const bool lettered =
+      klass == StrClass::kDtypeCode || klass == StrClass::kByteOrder;
+  t->MakeString(klass, lettered ? s[0] : 0, number);
 }
 
 // Makes *t, in place, the result of creating an object of class `klass`.
-void SetInstance(uint8_t klass, Tag* t) {
-  const uint64_t start = t->start;
-  *t = Tag();
-  t->start = start;
+void SetInstance(GlobalClass klass, Tag* t) {
   if (IsWrapperClass(klass)) {
-    t->kind = Tag::kWrapper;
-    t->klass = klass;
+    t->Reset(Tag::kWrapper, t->start());
+    t->set_global_class(klass);
   } else {
-    t->bits = kTagObject;
+    t->Reset(Tag::kOther, t->start());
+    t->set_object();
   }
 }
 
-// Whether the memo must keep `t` (invariant 4).
+// Whether the memo must keep `t` for the wrapper logic (invariant 4).
 bool Relevant(const Tag& t) {
-  switch (t.kind) {
+  switch (t.kind()) {
     case Tag::kString:
+      return true;  // only classified strings are kString
     case Tag::kGlobal:
-      return t.klass != 0;
+      return t.global_class() != GlobalClass::kOther;
     case Tag::kDtype:
     case Tag::kDtypeState:
     case Tag::kWrapper:
       return true;
     case Tag::kTuple:
-      return t.bits != 0;
+      return t.tuple_summarized();
     default:
       return false;
   }
 }
 
 // Whether the memo must keep `t` for paths only (paths_ keeps it).
-bool PathRelevant(const Tag& t) {
-  return t.node != 0 || (t.bits & kTagText) != 0;
-}
+bool PathRelevant(const Tag& t) { return t.node() != 0 || t.has_key_text(); }
 
 // The step to a dict value under key `key`, if it can be named.
 bool KeyStep(const Tag& key, PathStep* step) {
-  if (key.kind == Tag::kInt) {
+  if (key.kind() == Tag::kInt) {
     step->kind = PathStep::kIntKey;
-    step->number = key.a;
+    step->number = key.int_value();
     return true;
   }
-  if ((key.kind == Tag::kString || key.kind == Tag::kOther) &&
-      (key.bits & kTagText) != 0) {
+  if (key.has_key_text()) {
     step->kind = PathStep::kStrKey;
-    step->text.offset = static_cast<uint64_t>(key.a);
-    step->text.size = key.b;
-    step->text.encoding =
-        static_cast<KeyText::Encoding>(key.bits & kTagTextEncoding);
+    step->text = key.key_text();
     return true;
   }
   return false;
 }
 
 bool IsShapeKey(const Tag& t) {
-  return t.kind == Tag::kString && t.klass == kStrShape;
+  return t.kind() == Tag::kString && t.str_class() == StrClass::kShape;
 }
 
-// Whether numpy's dtype __setstate__ ignores the state's elsize for this
-// kind (it only applies it to flexible dtypes: S, U, V).
-bool HasFixedSize(char kind) {
-  switch (kind) {
-    case 'b': case 'i': case 'u': case 'f': case 'c': case 'm': case 'M':
-    case 'O':
-      return true;
-    default:
-      return false;
-  }
+// Whether items may be set on the object of `t`: a dict, or an object
+// (an OrderedDict, a defaultdict).
+inline bool IsMapping(const Tag& t) {
+  return t.kind() == Tag::kDict || (t.kind() == Tag::kOther && t.is_object());
 }
 
 absl::Status Underflow(uint64_t offset) {
@@ -317,12 +88,14 @@ absl::Status Underflow(uint64_t offset) {
 }  // namespace
 
 SymbolicStack::SymbolicStack(MemoryBudget* budget)
-    : budget_(budget), paths_(budget) {}
+    : budget_(budget), dtypes_(budget), wrappers_(budget), paths_(budget) {}
 
 SymbolicStack::SymbolicStack()
     : own_budget_(std::make_unique<MemoryBudget>(
           PickleLimits::kDefaultMaxIndexMemory)),
       budget_(own_budget_.get()),
+      dtypes_(budget_),
+      wrappers_(budget_),
       paths_(budget_) {}
 
 template <typename T>
@@ -353,14 +126,7 @@ inline void SymbolicStack::PushMark(uint64_t offset) {
 }
 
 inline void SymbolicStack::PushInt(uint64_t offset, int64_t value) {
-  PushTag(Tag::kInt, offset).a = value;
-}
-
-// Whether items may be set on the object of `t`: a dict, or an object
-// (an OrderedDict, a defaultdict).
-inline bool IsMapping(const Tag& t) {
-  return t.kind == Tag::kDict ||
-         (t.kind == Tag::kOther && (t.bits & kTagObject) != 0);
+  PushTag(Tag::kInt, offset).set_int_value(value);
 }
 
 // Whether a str pushed now may be a dict key: right on a mapping
@@ -385,11 +151,7 @@ inline void SymbolicStack::PushString(uint64_t offset,
   const bool key = KeyPosition();
   Tag& t = PushTag(Tag::kOther, offset);
   SetStringTag(value, &t);
-  if (key && value.size() <= ObjectPaths::kMaxKeyBytes) {
-    t.bits = kTagText | text.encoding;
-    t.a = static_cast<int64_t>(text.offset);
-    t.b = static_cast<uint32_t>(value.size());
-  }
+  if (key && value.size() <= ObjectPaths::kMaxKeyBytes) t.set_key_text(text);
 }
 
 // Bytes only matter as numpy's datetime unit (b'ns') and byte order, which
@@ -400,16 +162,14 @@ inline void SymbolicStack::PushBytes(uint64_t offset,
   Tag& t = PushTag(Tag::kOther, offset);
   if (value.size() > 7) return;
   SetStringTag(value, &t);
-  if (t.klass != kStrUnit && t.klass != kStrByteOrder) {
-    t.kind = Tag::kOther;
-    t.klass = 0;
-    t.letter = 0;
-    t.aux = 0;
+  if (t.kind() == Tag::kString && t.str_class() != StrClass::kUnit &&
+      t.str_class() != StrClass::kByteOrder) {
+    t.Reset(Tag::kOther, offset);
   }
 }
 
 inline void SymbolicStack::PushEmptyTuple(uint64_t offset) {
-  PushTag(Tag::kTuple, offset).bits = kTupShape;  // a = 0: shape ()
+  PushTag(Tag::kTuple, offset).SetShape(0);  // shape ()
 }
 
 // Memo opcodes are about half of a typical skeleton's opcodes: the common
@@ -417,7 +177,7 @@ inline void SymbolicStack::PushEmptyTuple(uint64_t offset) {
 inline absl::Status SymbolicStack::MemoPut(uint64_t offset, uint64_t index) {
   if (index < memo_dense_.size() && memo_dense_[index] == kMemoUnset &&
       !stack_.empty() && !Relevant(stack_.back()) &&
-      !PathRelevant(stack_.back()) && stack_.back().kind != Tag::kMark) {
+      !PathRelevant(stack_.back()) && stack_.back().kind() != Tag::kMark) {
     memo_dense_[index] = kMemoSet;
     ++memo_count_;
     return absl::OkStatus();
@@ -469,14 +229,9 @@ absl::Status SymbolicStack::MemoPutSlow(uint64_t offset, uint64_t index) {
     *slot = kMemoSet;
     if (PathRelevant(top) && paths_.enabled()) {
       PathMemo memo;
-      memo.node = top.node;
-      if (top.bits & kTagText) {
-        memo.has_text = true;
-        memo.text.offset = static_cast<uint64_t>(top.a);
-        memo.text.size = top.b;
-        memo.text.encoding =
-            static_cast<KeyText::Encoding>(top.bits & kTagTextEncoding);
-      }
+      memo.node = top.node();
+      memo.has_text = top.has_key_text();
+      if (memo.has_text) memo.text = top.key_text();
       paths_.Memoize(index, memo);
       // Memoize gives up (and stops tracking) rather than fail the stream.
       if (paths_.enabled()) *slot = kMemoPath;
@@ -520,12 +275,8 @@ inline void SymbolicStack::PushPathMemo(uint64_t offset, uint64_t index) {
   Tag& t = PushTag(Tag::kOther, offset);
   const PathMemo* memo = paths_.Recall(index);
   if (memo == nullptr) return;
-  t.node = memo->node;
-  if (memo->has_text) {
-    t.bits = kTagText | memo->text.encoding;
-    t.a = static_cast<int64_t>(memo->text.offset);
-    t.b = memo->text.size;
-  }
+  *t.mutable_node() = memo->node;
+  if (memo->has_text) t.set_key_text(memo->text);
 }
 
 absl::Status SymbolicStack::MemoGetSlow(uint64_t offset, uint64_t index) {
@@ -546,24 +297,7 @@ absl::Status SymbolicStack::MemoGetSlow(uint64_t offset, uint64_t index) {
     PushPathMemo(offset, index);
   } else {
     stack_.push_back(memo_tags_[memo_relevant_.at(index)]);
-    stack_.back().start = offset;
-  }
-  return absl::OkStatus();
-}
-
-absl::Status SymbolicStack::RecordShape(uint64_t offset, const Tag* e,
-                                        size_t n, int64_t* ref) {
-  *ref = 0;
-  for (size_t i = 0; i < n; ++i) {
-    if (e[i].kind != Tag::kInt || e[i].a < 0) return absl::OkStatus();
-  }
-  if (!Reserve(&shape_dims_, shape_dims_.size() + n + 1)) {
-    return OverBudget("the table of shapes", offset);
-  }
-  *ref = static_cast<int64_t>(shape_dims_.size()) + 1;
-  shape_dims_.push_back(n);
-  for (size_t i = 0; i < n; ++i) {
-    shape_dims_.push_back(static_cast<uint64_t>(e[i].a));
+    stack_.back().set_start(offset);
   }
   return absl::OkStatus();
 }
@@ -574,161 +308,45 @@ absl::Status SymbolicStack::MakeTuple(uint64_t offset, size_t result,
                                       size_t first) {
   const size_t n = stack_.size() - first;
   const Tag* e = stack_.data() + first;
-  Tag::Kind kind = Tag::kTuple;
-  uint8_t bits = 0, klass = 0;
-  char letter = 0;
-  uint32_t aux = 0;
-  int64_t a = 0;
-  uint32_t b = 0;
-  // The tuple's node, if it holds an array.
-  uint32_t node = 0;
+  Tag t;
+  t.Reset(Tag::kTuple, stack_[result].start());
   for (size_t i = 0; i < n; ++i) {
-    if (e[i].node != 0) {
+    if (e[i].node() != 0) {
       PathStep step;
       step.kind = PathStep::kIndex;
       step.number = static_cast<int64_t>(i);
-      paths_.Put(e[i].node, paths_.NodeOf(&node), step);
+      paths_.Put(e[i].node(), paths_.NodeOf(t.mutable_node()), step);
     }
   }
   if (n == 0) {
-    bits = kTupShape;  // (), a 0-d shape
-  } else if (e[0].kind == Tag::kInt) {
-    if (result > 0 && IsShapeKey(stack_[result - 1])) {
-      absl::Status status = RecordShape(offset, e, n, &a);
-      if (!status.ok()) return status;
-      if (a != 0) bits = kTupShape;
+    t.SetShape(0);  // (), a 0-d shape
+  } else if (e[0].kind() == Tag::kInt) {
+    if (result > 0 && IsShapeKey(stack_[result - 1]) &&
+        !wrappers_.RecordShape(e, n, &t)) {
+      return OverBudget("the table of shapes", offset);
     }
-  } else if (e[0].kind == Tag::kString) {
-    bits = kTupFirstStr;
-    klass = e[0].klass;
-    letter = e[0].letter;
-    aux = e[0].aux;
-    // numpy's datetime metadata tuple: (unit, count) and, from older
-    // numpys, (unit, count, events) or (unit, count, divisor, events);
-    // a divisor other than 1 changes the unit, which is not followed here.
-    if (klass == kStrUnit && n >= 2 && n <= 4 && e[1].kind == Tag::kInt &&
-        e[1].a >= 1 && e[1].a <= INT32_MAX &&
-        (n != 4 || (e[2].kind == Tag::kInt && e[2].a == 1))) {
-      bits |= kTupUnitMeta;
-      a = e[1].a;
-    }
-  } else if (e[0].kind == Tag::kGlobal) {
-    if (e[0].klass != kGlobalOther) {
-      bits = kTupFirstGlobal;
-      klass = e[0].klass;
-    }
-  } else if (n == 2 && (e[0].kind == Tag::kNone || e[0].kind == Tag::kDict) &&
-             e[1].kind == Tag::kTuple && (e[1].bits & kTupUnitMeta)) {
-    bits = kTupDatetimeMeta;  // (metadata dict or None, unit tuple)
-    aux = e[1].aux;
-    a = e[1].a;
+  } else if (e[0].kind() == Tag::kString) {
+    t.SetFirstStr(e[0]);
+  } else if (e[0].kind() == Tag::kGlobal &&
+             e[0].global_class() != GlobalClass::kOther) {
+    t.SetFirstGlobal(e[0].global_class());
   }
-  // numpy's dtype __setstate__ tuples: (version, byteorder, subarray,
-  // names, fields, elsize, alignment, flags[, metadata]) with 8 or 9
-  // items; older ones drop items from the front part (numpy's
-  // arraydescr_setstate). A shape of 5 to 9 dims stays a shape.
-  if (n >= 5 && n <= 9 && bits != kTupShape) {
-    const size_t elsize_index = n >= 7 ? 5 : n == 6 ? 4 : 3;
-    const size_t byteorder_index = n >= 6 ? 1 : 0;
-    const size_t subarray_index = byteorder_index + 1;
-    const size_t fields_index = n >= 7 ? 4 : subarray_index + 1;
-    const Tag& byteorder = e[byteorder_index];
-    if (e[elsize_index].kind == Tag::kInt && byteorder.kind != Tag::kInt) {
-      kind = Tag::kDtypeState;
-      bits = 0;
-      klass = 0;
-      a = e[elsize_index].a;
-      letter = byteorder.kind == Tag::kString &&
-                       byteorder.klass == kStrByteOrder
-                   ? byteorder.letter
-                   : 0;
-      if (e[subarray_index].kind != Tag::kNone ||
-          e[fields_index].kind != Tag::kNone) {
-        bits |= kStateStructured;
-      }
-      if (n >= 8 && e[7].kind == Tag::kInt && (e[7].a & 1) != 0) {
-        bits |= kStateHasObject;  // NPY_ITEM_HASOBJECT
-      }
-      // Datetime unit: numpy keeps dtype('M8')'s generic unit when the
-      // state has no metadata or None.
-      aux = 0;
-      b = 0;
-      if (n < 9 || e[8].kind == Tag::kNone) {
-        aux = kUnitGeneric;
-        b = 1;
-      } else if (e[8].kind == Tag::kTuple &&
-                 (e[8].bits & kTupDatetimeMeta)) {
-        aux = e[8].aux;
-        b = static_cast<uint32_t>(e[8].a);  // <= INT32_MAX
-      }
-    }
+  // What numpy's tuples look like (numpy_dtype.h), when they might be one.
+  if (t.tuple_first_str() || (n == 2 && e[1].kind() == Tag::kTuple) ||
+      (n >= 5 && n <= 9)) {
+    SummarizeNumpyTuple(e, n, &t);
   }
   stack_.resize(result + 1);
-  Tag& t = stack_[result];
-  t.kind = kind;
-  t.klass = klass;
-  t.bits = bits;
-  t.letter = letter;
-  t.aux = aux;
-  t.a = a;
-  t.b = b;
-  t.node = node;
+  stack_[result] = t;
   return absl::OkStatus();
-}
-
-void SymbolicStack::UpdateDict(Tag* dict, size_t first) {
-  for (size_t i = first; i + 1 < stack_.size(); i += 2) {
-    const Tag& key = stack_[i];
-    if (key.kind != Tag::kString) continue;
-    const Tag& value = stack_[i + 1];
-    switch (key.klass) {
-      case kStrShape:
-        if (value.kind == Tag::kTuple && (value.bits & kTupShape)) {
-          dict->klass = kShapeOk;
-          dict->a = value.a;
-        } else {
-          dict->klass = kShapeBad;
-        }
-        break;
-      case kStrDtype:
-        if (value.kind == Tag::kDtype) {
-          dict->letter = kDtypeKnown;
-          dict->b = value.aux;
-        } else {
-          dict->letter = kDtypeUnknown;
-        }
-        break;
-      case kStrOrder:
-        // joblib reads the array in Fortran order iff order == 'F'.
-        if (value.kind == Tag::kString && value.klass == kStrOrderF) {
-          dict->bits |= kDictFortran;
-        } else {
-          dict->bits &= ~kDictFortran;
-        }
-        break;
-      case kStrAlignment:
-        dict->bits &= ~kAlignMask;
-        if (value.kind == Tag::kInt && value.a >= 1) {
-          dict->bits |= kAlignSet;
-          dict->aux = static_cast<uint32_t>(std::min<int64_t>(value.a, 255));
-        } else if (value.kind == Tag::kNone) {
-          dict->bits |= kAlignNone;
-        } else {
-          dict->bits |= kAlignBad;
-        }
-        break;
-      default:
-        break;
-    }
-  }
 }
 
 void SymbolicStack::PutValues(Tag* target, size_t first, size_t end) {
   for (size_t i = first; i + 1 < end; i += 2) {
     const Tag& value = stack_[i + 1];
     PathStep step;
-    if (value.node != 0 && KeyStep(stack_[i], &step)) {
-      paths_.Put(value.node, paths_.NodeOf(&target->node), step);
+    if (value.node() != 0 && KeyStep(stack_[i], &step)) {
+      paths_.Put(value.node(), paths_.NodeOf(target->mutable_node()), step);
     }
   }
 }
@@ -736,21 +354,22 @@ void SymbolicStack::PutValues(Tag* target, size_t first, size_t end) {
 void SymbolicStack::PutItems(Tag* target, size_t first, size_t end,
                              int64_t index, PathStep::Kind kind) {
   for (size_t i = first; i < end; ++i) {
-    if (stack_[i].node != 0) {
+    if (stack_[i].node() != 0) {
       PathStep step;
       step.kind = kind;
       step.number = index + static_cast<int64_t>(i - first);
-      paths_.Put(stack_[i].node, paths_.NodeOf(&target->node), step);
+      paths_.Put(stack_[i].node(), paths_.NodeOf(target->mutable_node()),
+                 step);
     }
   }
 }
 
 void SymbolicStack::PutOne(const Tag& child, Tag* target,
                            PathStep::Kind kind) {
-  if (child.node == 0) return;
+  if (child.node() == 0) return;
   PathStep step;
   step.kind = kind;
-  paths_.Put(child.node, paths_.NodeOf(&target->node), step);
+  paths_.Put(child.node(), paths_.NodeOf(target->mutable_node()), step);
 }
 
 inline absl::Status SymbolicStack::TupleN(uint64_t offset, size_t n) {
@@ -774,10 +393,9 @@ inline absl::Status SymbolicStack::MarkedList(uint64_t offset,
   if (!status.ok()) return status;
   const size_t n = stack_.size() - mark - 1;
   Tag list;
-  list.start = stack_[mark].start;
+  list.Reset(frozenset ? Tag::kOther : Tag::kList, stack_[mark].start());
   if (!frozenset) {
-    list.kind = Tag::kList;
-    list.a = static_cast<int64_t>(n);
+    list.set_list_length(static_cast<int64_t>(n));
     PutItems(&list, mark + 1, stack_.size(), 0, PathStep::kIndex);
   }
   stack_.resize(mark + 1);
@@ -793,9 +411,9 @@ inline absl::Status SymbolicStack::MarkedDict(uint64_t offset) {
     return PickleCorrupt("odd number of items for DICT", offset);
   }
   Tag& dict = stack_[mark];
-  SetInstance(kGlobalOther, &dict);
-  dict.kind = Tag::kDict;
-  UpdateDict(&dict, mark + 1);
+  dict.Reset(Tag::kDict, dict.start());
+  WrapperStates::UpdateDict(&stack_[mark + 1], stack_.data() + stack_.size(),
+                            &dict);
   PutValues(&dict, mark + 1, stack_.size());
   stack_.resize(mark + 1);
   return absl::OkStatus();
@@ -804,10 +422,10 @@ inline absl::Status SymbolicStack::MarkedDict(uint64_t offset) {
 inline absl::Status SymbolicStack::Append(uint64_t offset) {
   if (!HasItems(2)) return Underflow(offset);
   Tag& target = stack_[stack_.size() - 2];
-  if (target.kind == Tag::kList) {
-    PutItems(&target, stack_.size() - 1, stack_.size(), target.a,
+  if (target.kind() == Tag::kList) {
+    PutItems(&target, stack_.size() - 1, stack_.size(), target.list_length(),
              PathStep::kIndex);
-    ++target.a;
+    target.set_list_length(target.list_length() + 1);
   }
   stack_.pop_back();
   return absl::OkStatus();
@@ -818,7 +436,7 @@ inline absl::Status SymbolicStack::MarkedUpdate(uint8_t code, uint64_t offset) {
   size_t mark = 0;
   absl::Status status = PopToMark(offset, &mark);
   if (!status.ok()) return status;
-  if (mark == 0 || stack_[mark - 1].kind == Tag::kMark) {
+  if (mark == 0 || stack_[mark - 1].kind() == Tag::kMark) {
     return Underflow(offset);
   }
   Tag& target = stack_[mark - 1];
@@ -826,12 +444,17 @@ inline absl::Status SymbolicStack::MarkedUpdate(uint8_t code, uint64_t offset) {
     if ((stack_.size() - mark - 1) % 2 != 0) {
       return PickleCorrupt("odd number of items for SETITEMS", offset);
     }
-    if (target.kind == Tag::kDict) UpdateDict(&target, mark + 1);
+    if (target.kind() == Tag::kDict) {
+      WrapperStates::UpdateDict(stack_.data() + mark + 1,
+                                stack_.data() + stack_.size(), &target);
+    }
     PutValues(&target, mark + 1, stack_.size());
-  } else if (code == kAppends && target.kind == Tag::kList) {
+  } else if (code == kAppends && target.kind() == Tag::kList) {
     // Items of a list whose length is known; ADDITEMS fills a set.
-    PutItems(&target, mark + 1, stack_.size(), target.a, PathStep::kIndex);
-    target.a += static_cast<int64_t>(stack_.size() - mark - 1);
+    PutItems(&target, mark + 1, stack_.size(), target.list_length(),
+             PathStep::kIndex);
+    target.set_list_length(target.list_length() +
+                           static_cast<int64_t>(stack_.size() - mark - 1));
   }
   stack_.resize(mark);
   return absl::OkStatus();
@@ -841,7 +464,10 @@ inline absl::Status SymbolicStack::SetItem(uint64_t offset) {
   if (!HasItems(3)) return Underflow(offset);
   const size_t size = stack_.size();
   Tag& target = stack_[size - 3];
-  if (target.kind == Tag::kDict) UpdateDict(&target, size - 2);
+  if (target.kind() == Tag::kDict) {
+    WrapperStates::UpdateDict(stack_.data() + size - 2, stack_.data() + size,
+                              &target);
+  }
   PutValues(&target, size - 2, size);
   stack_.resize(size - 2);
   return absl::OkStatus();
@@ -852,13 +478,12 @@ absl::Status SymbolicStack::StackGlobal(uint64_t offset) {
   const size_t size = stack_.size();
   Tag& module = stack_[size - 2];
   const Tag& name = stack_[size - 1];
-  const uint8_t klass =
-      module.kind == Tag::kString && name.kind == Tag::kString
-          ? ClassifyGlobal(module.klass, name.klass)
-          : uint8_t{kGlobalOther};
-  SetInstance(kGlobalOther, &module);
-  module.kind = Tag::kGlobal;
-  module.klass = klass;
+  const GlobalClass klass =
+      module.kind() == Tag::kString && name.kind() == Tag::kString
+          ? ClassifyGlobal(module.str_class(), name.str_class())
+          : GlobalClass::kOther;
+  module.Reset(Tag::kGlobal, module.start());
+  module.set_global_class(klass);
   stack_.pop_back();
   return absl::OkStatus();
 }
@@ -871,7 +496,7 @@ absl::Status SymbolicStack::Inst(const PickleOp& op) {
   PutItems(&instance, mark + 1, stack_.size(), 0, PathStep::kArgIndex);
   stack_.resize(mark + 1);
   SetInstance(ClassifyGlobalText(op.arg, op.arg2), &stack_[mark]);
-  stack_[mark].node = instance.node;
+  *stack_[mark].mutable_node() = instance.node();
   return absl::OkStatus();
 }
 
@@ -881,13 +506,13 @@ absl::Status SymbolicStack::Obj(uint64_t offset) {
   if (!status.ok()) return status;
   if (stack_.size() - mark < 2) return Underflow(offset);
   const Tag& cls = stack_[mark + 1];
-  const uint8_t klass =
-      cls.kind == Tag::kGlobal ? cls.klass : uint8_t{kGlobalOther};
+  const GlobalClass klass =
+      cls.kind() == Tag::kGlobal ? cls.global_class() : GlobalClass::kOther;
   Tag instance;  // its node, if an argument holds an array
   PutItems(&instance, mark + 2, stack_.size(), 0, PathStep::kArgIndex);
   stack_.resize(mark + 1);
   SetInstance(klass, &stack_[mark]);
-  stack_[mark].node = instance.node;
+  *stack_[mark].mutable_node() = instance.node();
   return absl::OkStatus();
 }
 
@@ -897,8 +522,9 @@ absl::Status SymbolicStack::NewObj(uint64_t offset, size_t n) {
   const size_t first = stack_.size() - n;
   Tag& cls = stack_[first];
   const Tag args = stack_[first + 1];
-  SetInstance(cls.kind == Tag::kGlobal ? cls.klass : uint8_t{kGlobalOther},
-              &cls);
+  SetInstance(
+      cls.kind() == Tag::kGlobal ? cls.global_class() : GlobalClass::kOther,
+      &cls);
   PutOne(args, &cls, PathStep::kArgs);
   stack_.resize(first + 1);
   return absl::OkStatus();
@@ -910,48 +536,29 @@ absl::Status SymbolicStack::Reduce(uint64_t offset) {
   Tag& callable = stack_[size - 2];
   const Tag& args = stack_[size - 1];
   Tag result;
-  result.start = callable.start;
-  result.bits = kTagObject;  // unless it is one of the kinds below
-  if (callable.kind == Tag::kGlobal) {
-    if (callable.klass == kGlobalNumpyDtype ||
-        callable.klass == kGlobalStringDtypeFn) {
-      // A new dtype object (invariant 5).
-      if (!Reserve(&dtypes_, dtypes_.size() + 1)) {
-        return OverBudget("the table of dtypes", offset);
-      }
-      result.kind = Tag::kDtype;
-      result.bits = 0;
-      result.aux = static_cast<uint32_t>(dtypes_.size());
-      dtypes_.emplace_back();
-      DtypeRecord& dtype = dtypes_.back();
-      if (callable.klass == kGlobalStringDtypeFn) {
-        dtype.object = true;  // StringDType: hasobject, no code
-      } else if (args.kind == Tag::kTuple && (args.bits & kTupFirstStr) &&
-                 args.klass == kStrDtypeCode) {
-        // numpy.dtype('f8', False, True). 'U<n>' counts UCS4 characters,
-        // the other codes bytes; the BUILD state's elsize may override it.
-        dtype.kind = args.letter;
-        dtype.sized = true;
-        dtype.itemsize = uint64_t{args.aux} * (args.letter == 'U' ? 4 : 1);
-        dtype.object = args.letter == 'O';
-      }
-    } else if (callable.klass == kGlobalCodecsEncode &&
-               args.kind == Tag::kTuple && (args.bits & kTupFirstStr) &&
-               (args.klass == kStrUnit || args.klass == kStrByteOrder)) {
-      // _codecs.encode('ns', 'latin1'): bytes b'ns' at protocols 0-2.
-      result.kind = Tag::kString;
-      result.bits = 0;
-      result.klass = args.klass;
-      result.letter = args.letter;
-      result.aux = args.aux;
-    } else if (callable.klass == kGlobalReconstructor &&
-               args.kind == Tag::kTuple && (args.bits & kTupFirstGlobal) &&
-               IsWrapperClass(args.klass)) {
-      // copy_reg._reconstructor(cls, object, None): protocol 0/1 objects.
-      result.kind = Tag::kWrapper;
-      result.bits = 0;
-      result.klass = args.klass;
+  result.Reset(Tag::kOther, callable.start());
+  result.set_object();  // unless it is one of the kinds below
+  const GlobalClass klass = callable.kind() == Tag::kGlobal
+                                ? callable.global_class()
+                                : GlobalClass::kOther;
+  if (klass == GlobalClass::kNumpyDtype ||
+      klass == GlobalClass::kStringDtypeFn) {
+    if (!dtypes_.New(klass, args, &result)) {
+      return OverBudget("the table of dtypes", offset);
     }
+  } else if (klass == GlobalClass::kCodecsEncode &&
+             args.kind() == Tag::kTuple && args.tuple_first_str() &&
+             (args.str_class() == StrClass::kUnit ||
+              args.str_class() == StrClass::kByteOrder)) {
+    // _codecs.encode('ns', 'latin1'): bytes b'ns' at protocols 0-2.
+    result.Reset(Tag::kString, callable.start());
+    result.SetString(args.str_class(), args.str_letter(), args.str_number());
+  } else if (klass == GlobalClass::kReconstructor &&
+             args.kind() == Tag::kTuple && args.tuple_first_global() &&
+             IsWrapperClass(args.global_class())) {
+    // copy_reg._reconstructor(cls, object, None): protocol 0/1 objects.
+    result.Reset(Tag::kWrapper, callable.start());
+    result.set_global_class(args.global_class());
   }
   PutOne(args, &result, PathStep::kArgs);
   callable = result;
@@ -959,147 +566,29 @@ absl::Status SymbolicStack::Reduce(uint64_t offset) {
   return absl::OkStatus();
 }
 
-std::string SymbolicStack::DtypeString(const DtypeRecord& dtype) {
-  if (dtype.structured || dtype.byteorder == 0 || !dtype.sized) return "";
-  std::string out = {dtype.byteorder, dtype.kind};
-  switch (dtype.kind) {
-    case 'b': case 'i': case 'u': case 'f': case 'c': case 'S':
-      return absl::StrCat(out, dtype.itemsize);
-    case 'U':  // numpy counts characters here
-      if (dtype.itemsize % 4 != 0) return "";
-      return absl::StrCat(out, dtype.itemsize / 4);
-    case 'O':
-      return out;
-    case 'M': case 'm':
-      absl::StrAppend(&out, dtype.itemsize);
-      if (dtype.unit == 0) return "";
-      if (dtype.unit == kUnitGeneric) return out;
-      absl::StrAppend(&out, "[");
-      if (dtype.unit_count != 1) absl::StrAppend(&out, dtype.unit_count);
-      absl::StrAppend(&out, kDatetimeUnits[dtype.unit - 1], "]");
-      return out;
-    default:  // 'V' (void, structured, subarray) and codes numpy never writes
-      return "";
-  }
-}
-
-absl::Status SymbolicStack::LayoutFromState(const Tag& state, uint64_t offset,
-                                            ArrayLayout* layout) const {
-  auto bad = [offset](absl::string_view what) {
-    return absl::DataLossError(absl::StrFormat(
-        "NumpyArrayWrapper state %s (BUILD at offset %d)", what, offset));
-  };
-  if (state.kind != Tag::kDict) return bad("is not a dict");
-  if ((state.klass == kShapeOk &&
-       static_cast<uint64_t>(state.a) > shape_dims_.size()) ||
-      (state.letter == kDtypeKnown &&
-       static_cast<uint64_t>(state.b) >= dtypes_.size())) {
-    return absl::InternalError("LayoutFromState: a tag of another stack");
-  }
-  *layout = ArrayLayout();
-  switch (state.klass) {
-    case kShapeAbsent:
-      return bad("has no 'shape'");
-    case kShapeBad:
-      return bad("has a 'shape' that is not a tuple of non-negative ints");
-    default:
-      break;
-  }
-  // The element count; 0 if any dim is, else too_large on overflow.
-  uint64_t count = 1;
-  bool zero = false;
-  if (state.a != 0) {  // else shape ()
-    const size_t at = static_cast<size_t>(state.a - 1);
-    const uint64_t ndim = shape_dims_[at];
-    layout->shape.assign(shape_dims_.begin() + at + 1,
-                         shape_dims_.begin() + at + 1 + ndim);
-  }
-  for (uint64_t dim : layout->shape) {
-    if (dim == 0) {
-      zero = true;
-    } else if (!layout->too_large &&
-               __builtin_mul_overflow(count, dim, &count)) {
-      layout->too_large = true;
-    }
-  }
-  if (zero) {
-    count = 0;
-    layout->too_large = false;
-  }
-  layout->fortran_order = (state.bits & kDictFortran) != 0;
-  switch (state.letter) {
-    case kDtypeAbsent:
-      return bad("has no 'dtype'");
-    case kDtypeUnknown:
-      return absl::UnimplementedError(absl::StrFormat(
-          "NumpyArrayWrapper state has a 'dtype' whose item size this reader "
-          "does not know (BUILD at offset %d)",
-          offset));
-    default: {
-      const DtypeRecord& dtype = dtypes_[static_cast<size_t>(state.b)];
-      if (dtype.object) {
-        layout->object = true;
-        layout->too_large = false;
-      } else if (!dtype.sized) {
-        return absl::UnimplementedError(absl::StrFormat(
-            "NumpyArrayWrapper state has a 'dtype' whose item size this "
-            "reader does not know (BUILD at offset %d)",
-            offset));
-      } else if (!layout->too_large &&
-                 __builtin_mul_overflow(count, dtype.itemsize,
-                                        &layout->nbytes)) {
-        layout->too_large = true;
-      }
-      if (dtype.sized) layout->itemsize = dtype.itemsize;
-      layout->dtype = DtypeString(dtype);
-      break;
-    }
-  }
-  if (state.bits & kAlignBad) {
-    return bad("has a 'numpy_array_alignment_bytes' that is not an int");
-  }
-  if (state.bits & kAlignSet) {
-    layout->padded = true;
-    layout->alignment = state.aux;
-  }
-  return absl::OkStatus();
-}
-
 absl::Status SymbolicStack::Build(uint64_t offset, Event* event) {
   if (!HasItems(2)) return Underflow(offset);
   const Tag& state = stack_.back();
   Tag& target = stack_[stack_.size() - 2];
-  if (target.kind == Tag::kDtype) {
-    if (state.kind == Tag::kDtypeState) {
-      // numpy.dtype.__setstate__ on the shared object (invariant 5).
-      DtypeRecord& dtype = dtypes_[target.aux];
-      if (state.a >= 0 && !HasFixedSize(dtype.kind)) {
-        dtype.itemsize = static_cast<uint64_t>(state.a);
-        dtype.sized = true;
-      }
-      if (state.bits & kStateHasObject) dtype.object = true;
-      dtype.structured = (state.bits & kStateStructured) != 0;
-      dtype.byteorder = state.letter == '=' ? '<' : state.letter;
-      dtype.unit = state.aux;
-      dtype.unit_count = state.b;
-    }
-  } else if (target.kind == Tag::kWrapper) {
+  if (target.kind() == Tag::kDtype) {
+    dtypes_.Build(target, state);  // on the shared object
+  } else if (target.kind() == Tag::kWrapper) {
     build_ = WrapperBuild();
-    build_.klass = static_cast<WrapperClass>(target.klass);
-    build_.start_offset = target.start;
+    build_.klass = static_cast<WrapperClass>(target.global_class());
+    build_.start_offset = target.start();
     if (build_.klass == WrapperClass::kNumpyArrayWrapper) {
       absl::Status status = LayoutFromState(state, offset, &build_.layout);
       if (!status.ok()) return status;
     }
     // joblib's load_build replaces the wrapper by the array.
-    SetInstance(kGlobalOther, &target);
-    target.node = paths_.NewArray();
+    SetInstance(GlobalClass::kOther, &target);
+    *target.mutable_node() = paths_.NewArray();
     *event = Event::kWrapperBuild;
   } else {
     // The state of an object: what it holds is reached through it.
     PutOne(state, &target,
-           state.kind == Tag::kDict ? PathStep::kDictState
-                                    : PathStep::kOtherState);
+           state.kind() == Tag::kDict ? PathStep::kDictState
+                                      : PathStep::kOtherState);
   }
   stack_.pop_back();
   return absl::OkStatus();
@@ -1119,7 +608,7 @@ absl::Status SymbolicStack::Apply(const PickleOp& op, Event* event) {
     case kStop:
       if (!HasItems(1)) return Underflow(offset);
       stopped_ = stack_.back();
-      paths_.SetRoot(stopped_.node);
+      paths_.SetRoot(stopped_.node());
       stack_.pop_back();
       *event = Event::kStop;
       return absl::OkStatus();
@@ -1129,7 +618,7 @@ absl::Status SymbolicStack::Apply(const PickleOp& op, Event* event) {
       return absl::OkStatus();
     case kPop:
       if (stack_.empty()) return Underflow(offset);
-      if (stack_.back().kind == Tag::kMark) marks_.pop_back();  // like C
+      if (stack_.back().kind() == Tag::kMark) marks_.pop_back();  // like C
       stack_.pop_back();
       return absl::OkStatus();
     case kPopMark: {
@@ -1141,7 +630,7 @@ absl::Status SymbolicStack::Apply(const PickleOp& op, Event* event) {
     case kDup:
       if (!HasItems(1)) return Underflow(offset);
       stack_.push_back(stack_.back());
-      stack_.back().start = offset;
+      stack_.back().set_start(offset);
       return absl::OkStatus();
 
     case kInt: case kBinInt: case kBinInt1: case kBinInt2: case kLong:
@@ -1217,7 +706,8 @@ absl::Status SymbolicStack::Apply(const PickleOp& op, Event* event) {
       return SetItem(offset);
 
     case kGlobal:
-      PushTag(Tag::kGlobal, offset).klass = ClassifyGlobalText(op.arg, op.arg2);
+      PushTag(Tag::kGlobal, offset)
+          .set_global_class(ClassifyGlobalText(op.arg, op.arg2));
       return absl::OkStatus();
     case kStackGlobal:
       return StackGlobal(offset);
@@ -1235,7 +725,7 @@ absl::Status SymbolicStack::Apply(const PickleOp& op, Event* event) {
       return Build(offset, event);
     case kBinPersId:
       if (!HasItems(1)) return Underflow(offset);
-      SetInstance(kGlobalOther, &stack_.back());
+      SetInstance(GlobalClass::kOther, &stack_.back());
       return absl::OkStatus();
 
     case kPut: case kBinPut: case kLongBinPut:

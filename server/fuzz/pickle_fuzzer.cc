@@ -97,7 +97,8 @@ std::string DescribeEvent(SymbolicStack::Event event, const PickleOp& op,
     FUZZ_CHECK(build.start_offset < op.offset);
   }
   if (event == SymbolicStack::Event::kStop) {
-    absl::StrAppend(&out, " stopped ", static_cast<int>(stack.stopped().kind));
+    absl::StrAppend(&out, " stopped ",
+                    static_cast<int>(stack.stopped().kind()));
   }
   return out;
 }

@@ -427,6 +427,9 @@ absl::StatusOr<SourceHead> ReadHead(const SegmentSource& source) {
   return result;
 }
 
+// The one conversion of the format layer's array into the reply's:
+// everything but where the data lies in the segment, which the layout
+// knows.
 void AddArray(const LoadArrayLocation& loc, v1::Codec codec,
               v1::LoadReply* index) {
   v1::LoadArray* array = index->add_arrays();
