@@ -332,7 +332,10 @@ absl::Status PersistdService::LoadInline(const v1::LoadRequest& request,
   // where segments go, an unnamed file in the store.
   ScopedFd out;
   const std::string segments = info_.store_dir + "/segments";
-  if (DetectCodec(bytes) == Codec::kNone) {
+  // (A quarter of the inline reply: an uncompressed segment adds under 64
+  // bytes per array, and every array costs over 100 bytes of pickle, so
+  // the result comes back inline and a memfd is never to be linked.)
+  if (DetectCodec(bytes) == Codec::kNone && bytes.size() <= kInlineReplyBytes / 4) {
     out.Reset(::memfd_create("persistd-segment", MFD_CLOEXEC));
   } else {
     out.Reset(::open(segments.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0400));

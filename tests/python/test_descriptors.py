@@ -399,3 +399,15 @@ def test_fsync_policy_is_the_daemons(
         assert len(calls) == (4 if synced else 0)  # file + directory, twice
     finally:
         instance.cleanup()
+
+
+def test_large_uncompressed_inline_source_gets_a_segment(daemon: Daemon, tmp_path: Path) -> None:
+    """An inline source whose result exceeds the inline reply is built where
+    segments live (a memfd cannot be linked there: EXDEV before the fix)."""
+    target = tmp_path / "big.pkl"
+    joblib.dump(np.arange(300_000, dtype=np.float64), target)
+    reply = _stub(daemon).Load(
+        pb.LoadRequest(source_inline=target.read_bytes()), timeout=60
+    )
+    assert reply.segment_path and not reply.segment_inline
+    assert len(reply.arrays) == 1 and reply.arrays[0].data.length == 2_400_000
