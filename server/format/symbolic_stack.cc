@@ -752,13 +752,13 @@ absl::Status SymbolicStack::Run(PickleScanner* scanner, PickleOp* op,
     // opcode of at most 9 bytes lies inside the limit here, so only the
     // counted strings need a length check.
     const uint64_t pos = scanner->position();
-    if (stack_.size() == stack_.capacity() ||
-        marks_.size() == marks_.capacity()) {
-      absl::Status status = GrowForPush(pos);
-      if (!status.ok()) return status;
-    }
+    // Without room for a push, the slow path decodes the opcode first and
+    // Apply reports the budget, as a loop of Next and Apply would.
+    const bool can_push = (stack_.size() < stack_.capacity() &&
+                           marks_.size() < marks_.capacity()) ||
+                          GrowForPush(pos).ok();
     const uint64_t room = scanner->opcode_limit() - pos;
-    if (room >= 9) {
+    if (can_push && room >= 9) {
       uint64_t length = 1;
       absl::Status status;
       switch (static_cast<uint8_t>(base[pos])) {

@@ -204,6 +204,40 @@ TEST(SymbolicStackTest, LargeMemoIndicesDoNotBuyALargeTable) {
   EXPECT_LT(budget.used(), 64u << 10);
 }
 
+// Found by server/fuzz:pickle_fuzzer: Run grew the stack before it decoded
+// the next opcode, so where the budget ran out at a corrupt opcode it
+// reported the budget, and Next and Apply the corrupt opcode.
+TEST(SymbolicStackTest, RunReportsWhatApplyReportsWhenTheBudgetRunsOut) {
+  constexpr uint64_t kLimit = 4096;
+  // Where pushing None runs out of the budget.
+  const std::string nones = Repeated("N", 10000);
+  uint64_t full = 0;
+  {
+    PickleScanner scanner(nones);
+    MemoryBudget budget(kLimit);
+    SymbolicStack stack(&budget);
+    PickleOp op;
+    SymbolicStack::Event event;
+    absl::Status status;
+    while (status.ok()) {
+      status = scanner.Next(&op);
+      if (status.ok()) status = stack.Apply(op, &event);
+    }
+    ASSERT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << status;
+    full = op.offset;
+  }
+  const std::string pickle = nones.substr(0, full) + "\x01";
+  PickleScanner scanner(pickle);
+  MemoryBudget budget(kLimit);
+  SymbolicStack stack(&budget);
+  PickleOp op;
+  SymbolicStack::Event event;
+  absl::Status status = stack.Run(&scanner, &op, &event);
+  EXPECT_EQ(status.code(), absl::StatusCode::kDataLoss) << status;
+  EXPECT_NE(status.message().find("unknown opcode 0x01"), std::string::npos)
+      << status;
+}
+
 TEST(SymbolicStackTest, PopRemovesAMarkLikeTheCUnpickler) {
   std::vector<uint64_t> events;
   EXPECT_TRUE(ApplyAll("N(0.", &events).ok());
