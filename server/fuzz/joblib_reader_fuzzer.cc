@@ -1,6 +1,8 @@
-// Fuzzes IndexJoblibStream, the load-side indexer, with arbitrary bytes
-// (a decompressed stream), and checks what joblib_reader.h promises about
-// a successful index:
+// Fuzzes the load-side indexer with arbitrary bytes (a decompressed
+// stream): IndexJoblibStream, and the JoblibIndexer under it fed in
+// random-sized pieces.
+//
+// A successful index must keep joblib_reader.h's promises:
 //  - end_offset and every array's data lie inside the stream, arrays in
 //    stream order without overlap; kRaw length is prod(shape) * itemsize;
 //  - the skeleton is a sequence of whole opcodes without FRAME ending with
@@ -8,15 +10,24 @@
 //    the input had none of its own;
 //  - a stream without arrays indexes to itself, unframed, and indexing that
 //    again changes nothing.
+// And joblib_indexer.h's: the result and the errors are the same however
+// the stream is cut (also under tight PickleLimits, so the limits trip at
+// every point), and the Listener sees every byte up to the STOP once, in
+// order, and each array at its place in the stream.
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
+#include "server/format/joblib_indexer.h"
 #include "server/format/joblib_reader.h"
+#include "server/format/pickle_limits.h"
 #include "server/format/pickle_opcodes.h"
 #include "server/format/pickle_scanner.h"
 #include "server/fuzz/fuzz_util.h"
@@ -100,6 +111,137 @@ size_t CheckSkeleton(const std::string& skeleton) {
   return calls;
 }
 
+// Checks what JoblibIndexer promises its Listener.
+class CheckingListener : public JoblibIndexer::Listener {
+ public:
+  explicit CheckingListener(absl::string_view stream) : stream_(stream) {}
+
+  absl::Status OnBytes(uint64_t offset, absl::string_view bytes) override {
+    FUZZ_CHECK(!bytes.empty(), absl::StrCat("empty OnBytes at ", offset));
+    FUZZ_CHECK(offset == delivered_,
+               absl::StrCat("OnBytes at ", offset, " after ", delivered_));
+    FUZZ_CHECK(offset <= stream_.size() &&
+                   bytes.size() <= stream_.size() - offset &&
+                   bytes == stream_.substr(offset, bytes.size()),
+               absl::StrCat("OnBytes of ", bytes.size(), " at ", offset,
+                            " are not the stream's"));
+    delivered_ += bytes.size();
+    return absl::OkStatus();
+  }
+
+  absl::Status OnArray(const LoadArrayLocation& array) override {
+    const std::string where = absl::StrCat("OnArray at ", array.offset,
+                                           " with ", delivered_, " delivered");
+    switch (array.kind) {
+      case LoadArrayLocation::Kind::kRaw:
+        FUZZ_CHECK(delivered_ == array.offset, where);
+        break;
+      case LoadArrayLocation::Kind::kObjectStream:
+        FUZZ_CHECK(delivered_ == array.offset + array.length, where);
+        break;
+      case LoadArrayLocation::Kind::kLegacy:
+        FUZZ_CHECK(delivered_ == array.offset, where);
+        break;
+    }
+    FUZZ_CHECK(array.path.empty(), where);
+    arrays_.push_back(array);
+    return absl::OkStatus();
+  }
+
+  uint64_t delivered() const { return delivered_; }
+  const std::vector<LoadArrayLocation>& arrays() const { return arrays_; }
+
+ private:
+  const absl::string_view stream_;
+  uint64_t delivered_ = 0;
+  std::vector<LoadArrayLocation> arrays_;
+};
+
+std::string DescribeArray(const LoadArrayLocation& a) {
+  std::string out =
+      absl::StrCat(static_cast<int>(a.kind), "@", a.offset, "+", a.length,
+                   " padded ", a.padded, " ", a.dtype, " itemsize ", a.itemsize,
+                   " fortran ", a.fortran_order, " shape");
+  for (uint64_t dim : a.shape) absl::StrAppend(&out, ",", dim);
+  return out;
+}
+
+std::string DescribeResult(const absl::StatusOr<IndexedStream>& result,
+                           bool with_paths) {
+  if (!result.ok()) return result.status().ToString();
+  std::string out = absl::StrCat("end ", result->end_offset, " skeleton ",
+                                 result->skeleton.size(), " bytes ",
+                                 absl::CEscape(result->skeleton));
+  for (const LoadArrayLocation& a : result->arrays) {
+    absl::StrAppend(&out, " | ", DescribeArray(a));
+    if (with_paths) absl::StrAppend(&out, " path ", a.path);
+  }
+  return out;
+}
+
+// Indexes `stream` fed whole (chunk_seed < 0) or in pieces, checking the
+// listener's view against the result.
+absl::StatusOr<IndexedStream> IndexWithListener(absl::string_view stream,
+                                                const PickleLimits& limits,
+                                                int chunk_seed) {
+  CheckingListener listener(stream);
+  JoblibIndexer indexer(limits, &listener);
+  absl::Status status;
+  if (chunk_seed < 0) {
+    status = indexer.FeedWhole(stream);
+  } else {
+    ChunkSizes sizes(static_cast<uint64_t>(chunk_seed));
+    size_t pos = 0;
+    while (status.ok() && pos < stream.size()) {
+      const size_t n = sizes.Next(stream.size() - pos);
+      status = indexer.Feed(stream.substr(pos, n));
+      pos += n;
+      if (status.ok() && n % 5 == 1) status = indexer.Settle();
+    }
+  }
+  absl::StatusOr<IndexedStream> result =
+      status.ok() ? indexer.Finish() : absl::StatusOr<IndexedStream>(status);
+  if (result.ok()) {
+    FUZZ_CHECK(listener.delivered() == result->end_offset,
+               absl::StrCat(listener.delivered(), " bytes delivered, end ",
+                            result->end_offset));
+    FUZZ_CHECK(listener.arrays().size() == result->arrays.size());
+    for (size_t i = 0; i < result->arrays.size(); ++i) {
+      FUZZ_CHECK(DescribeArray(listener.arrays()[i]) ==
+                     DescribeArray(result->arrays[i]),
+                 absl::StrCat("array ", i, ": OnArray ",
+                              DescribeArray(listener.arrays()[i]), ", Finish ",
+                              DescribeArray(result->arrays[i])));
+    }
+  }
+  return result;
+}
+
+// Whether `result` is the refusal of a pickle part over max_pickle_bytes.
+bool OverPickleBytes(const absl::StatusOr<IndexedStream>& result) {
+  return !result.ok() && absl::StartsWith(result.status().message(),
+                                          "pickle refused: its pickle part");
+}
+
+// The result must not depend on how the stream is cut. Except: the
+// max_pickle_bytes refusal names the offset where the Feed that crossed
+// the limit ended, and FeedWhole reports a corrupt byte past the limit
+// before the limit; then both must still fail.
+void ExpectSameIndex(absl::string_view stream, const PickleLimits& limits,
+                     const absl::StatusOr<IndexedStream>& whole,
+                     int chunk_seed) {
+  const absl::StatusOr<IndexedStream> pieces =
+      IndexWithListener(stream, limits, chunk_seed);
+  const std::string a = DescribeResult(whole, /*with_paths=*/true);
+  const std::string b = DescribeResult(pieces, /*with_paths=*/true);
+  const std::string detail = absl::StrCat("whole: ", a, "\nin pieces: ", b);
+  if (OverPickleBytes(whole) || OverPickleBytes(pieces)) {
+    FUZZ_CHECK(!whole.ok() && !pieces.ok(), detail);
+    return;
+  }
+  FUZZ_CHECK(a == b, detail);
+}
+
 }  // namespace
 }  // namespace fuzz
 }  // namespace persistd
@@ -108,7 +250,19 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   using namespace persistd;        // NOLINT
   using namespace persistd::fuzz;  // NOLINT
   const absl::string_view stream(reinterpret_cast<const char*>(data), size);
+  // The cuts follow from the input, so a finding reproduces from its file.
+  uint32_t hash = static_cast<uint32_t>(size);
+  for (size_t i = 0; i < size && i < 16; ++i) hash = hash * 31 + data[i];
+  const int chunk_seed = static_cast<int>(hash & 0xffff);
+
+  PickleLimits tight;
+  tight.max_pickle_bytes = 4096;
+  tight.max_index_memory = 64 << 10;
+  ExpectSameIndex(stream, tight, IndexWithListener(stream, tight, -1),
+                  chunk_seed);
+
   absl::StatusOr<IndexedStream> index = IndexJoblibStream(stream);
+  ExpectSameIndex(stream, PickleLimits(), index, chunk_seed);
   if (!index.ok()) {
     const absl::StatusCode code = index.status().code();
     FUZZ_CHECK(code == absl::StatusCode::kInvalidArgument ||

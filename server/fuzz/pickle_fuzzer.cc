@@ -7,7 +7,8 @@
 //  2. SymbolicStack::Run (the fast path that decodes hot opcodes itself)
 //     and a loop of PickleScanner::Next + SymbolicStack::Apply must report
 //     the same events at the same opcodes, the same wrapper builds and the
-//     same final status, as symbolic_stack.h promises.
+//     same final status, as symbolic_stack.h promises; with the default
+//     memory budget and with one so small that it runs out anywhere.
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
@@ -17,6 +18,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
+#include "server/format/pickle_limits.h"
 #include "server/format/pickle_opcodes.h"
 #include "server/format/pickle_scanner.h"
 #include "server/format/symbolic_stack.h"
@@ -103,9 +105,10 @@ std::string DescribeEvent(SymbolicStack::Event event, const PickleOp& op,
   return out;
 }
 
-Trace RunFast(absl::string_view data) {
+Trace RunFast(absl::string_view data, uint64_t budget_limit) {
   PickleScanner scanner(data);
-  SymbolicStack stack;
+  MemoryBudget budget(budget_limit);
+  SymbolicStack stack(&budget);
   PickleOp op;
   Trace trace;
   for (int i = 0; i < kMaxEvents; ++i) {
@@ -120,9 +123,10 @@ Trace RunFast(absl::string_view data) {
   return trace;
 }
 
-Trace RunSlow(absl::string_view data) {
+Trace RunSlow(absl::string_view data, uint64_t budget_limit) {
   PickleScanner scanner(data);
-  SymbolicStack stack;
+  MemoryBudget budget(budget_limit);
+  SymbolicStack stack(&budget);
   PickleOp op;
   Trace trace;
   while (static_cast<int>(trace.events.size()) < kMaxEvents) {
@@ -138,16 +142,9 @@ Trace RunSlow(absl::string_view data) {
   return trace;
 }
 
-}  // namespace
-}  // namespace fuzz
-}  // namespace persistd
-
-extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  using namespace persistd::fuzz;  // NOLINT
-  const absl::string_view input(reinterpret_cast<const char*>(data), size);
-  ScanAll(input);
-  const Trace fast = RunFast(input);
-  const Trace slow = RunSlow(input);
+void ExpectSameTrace(absl::string_view input, uint64_t budget_limit) {
+  const Trace fast = RunFast(input, budget_limit);
+  const Trace slow = RunSlow(input, budget_limit);
   const size_t n = std::min(fast.events.size(), slow.events.size());
   for (size_t i = 0; i < n; ++i) {
     FUZZ_CHECK(fast.events[i] == slow.events[i],
@@ -163,5 +160,19 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   // After an error the position differs (Run's fast path stops before the
   // failing opcode, Next moves past it); it is not part of the result.
   if (fast.status.ok()) FUZZ_CHECK(fast.position == slow.position);
+}
+
+}  // namespace
+}  // namespace fuzz
+}  // namespace persistd
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  using namespace persistd;        // NOLINT
+  using namespace persistd::fuzz;  // NOLINT
+  const absl::string_view input(reinterpret_cast<const char*>(data), size);
+  ScanAll(input);
+  ExpectSameTrace(input, PickleLimits::kDefaultMaxIndexMemory);
+  // A tight budget, so running out of it is reached at every opcode.
+  ExpectSameTrace(input, 16 << 10);
   return 0;
 }
