@@ -105,14 +105,19 @@ absl::Status JoblibIndexer::Feed(absl::string_view bytes) {
 }
 
 absl::Status JoblibIndexer::CheckPicklePart() {
-  // Bytes after the STOP are not part of it.
-  uint64_t end = stopped() ? end_offset_ : received_;
+  // Bytes after the STOP are not part of it, unless the STOP's frame holds
+  // them: a frame is read whole, so they come in with it however it is cut.
+  auto part_end = [this] {
+    if (!stopped()) return received_;
+    return scanner_.InFrame() ? scanner_.opcode_limit() : end_offset_;
+  };
+  uint64_t end = part_end();
   if (end - data_bytes_ > limits_.max_pickle_bytes && received_ < retry_at_) {
     // Bytes put off until a long opcode's retry may be array data, or come
     // after the STOP: look at them before refusing, as FeedWhole would.
     absl::Status status = Advance();
     if (!status.ok()) return Fail(status);
-    end = stopped() ? end_offset_ : received_;
+    end = part_end();
   }
   if (end - data_bytes_ > limits_.max_pickle_bytes) {
     return Fail(PickleBytesExceeded(limits_.max_pickle_bytes, end));

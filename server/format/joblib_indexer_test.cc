@@ -341,6 +341,33 @@ TEST(JoblibIndexerTest, PickleBytesLimitIsTheSameHoweverTheStreamIsCut) {
   }
 }
 
+// Found by server/fuzz:joblib_reader_fuzzer: a frame is read whole, so fed
+// in pieces the bytes of a frame that go on past its STOP counted against
+// max_pickle_bytes, and fed whole they did not.
+TEST(JoblibIndexerTest, AFrameCountsWholeAgainstThePickleBytesLimit) {
+  PickleLimits limits;
+  limits.max_pickle_bytes = 4096;
+  for (uint64_t frame : {3000, 5000}) {
+    SCOPED_TRACE(frame);
+    // PROTO 4, then a frame of `frame` bytes: None, STOP, and filler.
+    std::string stream = "\x80\x04\x95";
+    for (int i = 0; i < 8; ++i) stream += static_cast<char>(frame >> (8 * i));
+    stream += "N." + std::string(frame - 2, 'x');
+    for (size_t piece : {0, 1, 100, 1000}) {
+      SCOPED_TRACE(piece);
+      absl::StatusOr<IndexedStream> index =
+          FeedInPieces(stream, piece, nullptr, limits);
+      if (frame < limits.max_pickle_bytes) {
+        ASSERT_TRUE(index.ok()) << index.status();
+        EXPECT_EQ(index->end_offset, 13u);
+      } else {
+        EXPECT_EQ(index.status().code(), absl::StatusCode::kInvalidArgument)
+            << index.status();
+      }
+    }
+  }
+}
+
 TEST(JoblibIndexerTest, ALongOpcodeIsNotRescannedForEveryPiece) {
   // A protocol 0 STRING of 8 MiB fed a byte at a time would be scanned
   // 8M times if every Feed retried it: this must take well under a second.
