@@ -408,10 +408,11 @@ absl::StatusOr<IndexedStream> JoblibIndexer::Finish() {
   }
   result.skeleton.append(stream.data() + cursor, end_offset_ - cursor);
 
-  // Paths are spare memory too: one that does not fit stays empty.
+  // Paths are spare memory too: one that does not fit reads kUnknownPath.
   for (size_t i = 0; i < arrays_.size(); ++i) {
     std::string path = stack_.paths().PathOf(i, stream);
-    if (budget_.TryChargeSpare(path.size())) arrays_[i].path = std::move(path);
+    arrays_[i].path = budget_.TryChargeSpare(path.size()) ? std::move(path)
+                                                          : kUnknownPath;
   }
   result.arrays = std::move(arrays_);
   return result;

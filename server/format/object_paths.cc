@@ -291,14 +291,16 @@ bool ObjectPaths::AppendStep(const Node& node, bool attribute,
 }
 
 std::string ObjectPaths::PathOf(size_t array, absl::string_view stream) const {
-  if (!enabled_ || root_ == 0 || array >= array_nodes_.size()) return "";
+  if (!enabled_ || root_ == 0 || array >= array_nodes_.size()) {
+    return kUnknownPath;
+  }
   // The chain of first places, from the array up to the root.
   std::vector<uint32_t> chain;
   uint32_t at = array_nodes_[array];
   while (at != root_) {
     if (at == 0 || at > nodes_.size() ||
         chain.size() >= static_cast<size_t>(kMaxDepth)) {
-      return "";  // not reachable from the value (or a cycle)
+      return kUnknownPath;  // not reachable from the value (or a cycle)
     }
     chain.push_back(at);
     at = nodes_[at - 1].parent;
@@ -309,7 +311,7 @@ std::string ObjectPaths::PathOf(size_t array, absl::string_view stream) const {
     const Node& node = nodes_[*it - 1];
     if (!AppendStep(node, attribute, stream, &path) ||
         path.size() > kMaxPathBytes) {
-      return "";
+      return kUnknownPath;
     }
     attribute = node.kind == PathStep::kDictState;
   }

@@ -20,8 +20,8 @@
 //    NEWOBJ_EX, OBJ, INST): .__args__ and the index, .__args__[1].
 // Objects put anywhere else (a set, under a key of another type) are not
 // linked. An array's path is what its chain of first places reads from the
-// value STOP returned; it is empty when the chain does not reach that
-// value -- and when the array is the value itself.
+// value STOP returned: empty when the array is the value itself, and
+// kUnknownPath ("?") when the chain does not reach that value.
 //
 // Keys are kept as references to their text in the stream (the indexer
 // keeps the pickle bytes) and rendered only for the paths returned.
@@ -49,6 +49,9 @@
 #include "server/format/pickle_limits.h"
 
 namespace persistd {
+
+// The path of an array whose place in the value cannot be told.
+inline constexpr char kUnknownPath[] = "?";
 
 // Where a str key's text lies in the stream and how it is written there.
 struct KeyText {
@@ -137,7 +140,7 @@ class ObjectPaths : public MemoryBudget::Spare {
 
   // The path of the `array`-th array, its keys read from `stream` (the
   // stream's bytes at their offsets; only the pickle bytes are read).
-  // Empty when it cannot be told (see above).
+  // kUnknownPath when it cannot be told (see above).
   std::string PathOf(size_t array, absl::string_view stream) const;
 
  private:
