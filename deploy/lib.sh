@@ -11,6 +11,7 @@ APT_PACKAGES=(
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libabsl-dev zlib1g-dev libbz2-dev liblzma-dev liblz4-dev libzstd-dev
   libisal-dev libdeflate-dev
+  libspdlog-dev
   libgtest-dev
   clang libclang-rt-14-dev
 )
