@@ -10,7 +10,6 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "client/cpp/array_paths.h"
 #include "client/cpp/connection.h"
 #include "client/cpp/dump_spec.h"
 #include "client/cpp/pickle_emitter.h"
@@ -19,21 +18,8 @@ namespace persistd {
 
 namespace {
 
-// The daemon's own path for an array, when its protocol has one: a
-// LoadArray `path` string field, which this overload uses as soon as the
-// generated class has it. Until then the other overload answers "", and
-// the client reads paths out of the skeleton itself (ArrayPaths).
-template <typename LoadArray>
-auto DaemonPath(const LoadArray& array, int) -> decltype(std::string(array.path())) {
-  return std::string(array.path());
-}
-template <typename LoadArray>
-std::string DaemonPath(const LoadArray&, long) {
-  return "";
-}
-
-// The last key or attribute of a path in ArrayInfo::path syntax, for
-// paths the daemon gave: ["a"]["b"] -> b, .coef_ -> coef_, [3] -> "".
+// The last key or attribute of a path in ArrayInfo::path syntax:
+// ["a"]["b"] -> b, .coef_ -> coef_, [3] -> "", ? -> "".
 std::string NameOfPath(absl::string_view path) {
   if (absl::EndsWith(path, "\"]")) {
     // Walk back to the opening quote, past escaped quotes.
@@ -57,25 +43,6 @@ std::string NameOfPath(absl::string_view path) {
     return "";
   }
   return std::string(path.substr(dot + 1));
-}
-
-// One path per array: the daemon's if it gave them all, else traced.
-std::vector<ArrayPath> PathsOf(const v1::LoadReply& reply, absl::string_view skeleton) {
-  std::vector<ArrayPath> paths;
-  for (const v1::LoadArray& array : reply.arrays()) {
-    std::string path = DaemonPath(array, 0);
-    if (path.empty()) break;
-    paths.push_back(ArrayPath{path, NameOfPath(path)});
-  }
-  if (paths.size() == static_cast<size_t>(reply.arrays_size())) return paths;
-  absl::StatusOr<std::vector<ArrayPath>> traced =
-      ArrayPaths(skeleton, static_cast<size_t>(reply.arrays_size()));
-  // The daemon checked the stream; a skeleton the walk cannot follow (or
-  // that is past its limits) still loads, with unknown paths.
-  if (!traced.ok()) {
-    return std::vector<ArrayPath>(reply.arrays_size(), ArrayPath{"?", ""});
-  }
-  return *std::move(traced);
 }
 
 // How an array is named in messages: its path, else its index.
@@ -198,12 +165,13 @@ absl::StatusOr<std::unique_ptr<File>> Client::Load(absl::string_view path) {
   file->generation_ = reply.generation();
   file->cache_hit_ = reply.cache_hit();
   file->pickle_ = segment.substr(reply.skeleton().offset(), reply.skeleton().length());
-  std::vector<ArrayPath> paths = PathsOf(reply, file->pickle_);
   for (int i = 0; i < reply.arrays_size(); ++i) {
     const v1::LoadArray& a = reply.arrays(i);
     ArrayInfo info;
-    info.path = std::move(paths[i].path);
-    info.name = std::move(paths[i].name);
+    // The daemon names each array's place (LoadArray.path), so the client
+    // never walks the pickle itself.
+    info.path = a.path();
+    info.name = NameOfPath(info.path);
     switch (a.kind()) {
       case v1::LoadArray::RAW:
         info.kind = ArrayInfo::Kind::kRaw;
