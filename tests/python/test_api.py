@@ -28,7 +28,7 @@ from persistd import __version__, dump, load
 
 
 def test_public_names() -> None:
-    assert sorted(public_names) == ["__version__", "dump", "load"]
+    assert sorted(public_names) == ["Client", "__version__", "dump", "load"]
     assert isinstance(__version__, str)
 
 

@@ -100,7 +100,7 @@ def test_autostart_can_be_turned_off(
     own_socket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("PERSISTD_AUTOSTART", "0")
-    with pytest.raises(ConnectionError, match="PERSISTD_AUTOSTART=0 forbids starting it"):
+    with pytest.raises(ConnectionError, match="autostart is off"):
         dump(1, tmp_path / "v.pkl")
     assert not os.path.exists(own_socket)
     monkeypatch.setenv("PERSISTD_AUTOSTART", "sometimes")
@@ -166,8 +166,8 @@ _WORKER = textwrap.dedent(
     """
     import os, sys, time
     import numpy as np
-    from persistd import dump, load, transport
-    from persistd._proto import persistd_pb2 as pb
+    from persistd import dump, load
+    from persistd.client import default_client
     go = sys.argv[1]
     open(go + sys.argv[3], "w").close()  # ready
     while not os.path.exists(go):
@@ -175,8 +175,7 @@ _WORKER = textwrap.dedent(
     name = os.path.join(sys.argv[2], "w%s.pkl" % sys.argv[3])
     dump({"i": np.full(1000, int(sys.argv[3]))}, name, compress=3)
     assert int(load(name)["i"][0]) == int(sys.argv[3])
-    reply = transport.get_connection().stub.Status(pb.StatusRequest(), timeout=5)
-    print(reply.pid)
+    print(default_client().status()["pid"])
     """
 )
 

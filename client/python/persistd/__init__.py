@@ -6,7 +6,8 @@ files are joblib's format (joblib reads ours, we read joblib's, back to
 segments, so N processes loading the same file share one copy, and
 ``mmap_mode='r'`` maps arrays of compressed files too.
 
-Module map: ``api`` (arguments, joblib's checks), ``compression`` (the
+Module map: ``client`` (``Client``, and the module-level ``dump``/``load``
+on a default client), ``api`` (arguments, joblib's checks), ``compression`` (the
 ``compress`` argument), ``pickling`` (dump side), ``unpickling`` (load side),
 ``transport`` (daemon connection, sessions, leases), ``autostart``
 (starting a daemon when none answers), ``binary`` (which daemon to run),
@@ -41,7 +42,7 @@ def _enable_grpc_fork_support() -> None:
 
 _enable_grpc_fork_support()
 
-from persistd.api import dump, load  # noqa: E402
+from persistd.client import Client, dump, load  # noqa: E402
 from persistd import _joblib_hook  # noqa: E402
 
 # joblib.Memory(location, backend="persistd"): registered once joblib.memory
@@ -50,4 +51,4 @@ _joblib_hook.install()
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "dump", "load"]
+__all__ = ["Client", "__version__", "dump", "load"]

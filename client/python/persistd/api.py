@@ -1,5 +1,7 @@
-"""``dump`` and ``load``: joblib's signatures, checks and messages.
+"""``dump`` and ``load`` for one daemon: joblib's checks and messages.
 
+``persistd.Client.dump``/``load`` (and the module-level functions, through
+the default client) call these with the client's ``transport.Endpoint``.
 Arguments are validated here, in joblib's order and with joblib's texts,
 before anything reaches the daemon; the work itself is in ``pickling``
 (dump), ``unpickling`` (load) and ``transport`` (the daemon).
@@ -22,8 +24,8 @@ import pickle
 import select
 import stat
 import weakref
-from collections.abc import Iterable
-from typing import Any, BinaryIO
+from collections.abc import Callable, Iterable
+from typing import Any, BinaryIO, Literal, Optional, Tuple, Union
 
 from persistd import transport
 from persistd._proto import persistd_pb2 as pb
@@ -40,6 +42,16 @@ from persistd.files import (
 from persistd.pickling import plan_dump
 from persistd.safety import allowlist
 from persistd.unpickling import Loader, legacy_message, warn
+
+# The public argument types (runtime expressions: Python 3.9 has no ``X | Y``).
+#: ``compress``: 0/False, True, a zlib level 0-9, a method name, or (method, level).
+Compress = Union[bool, int, str, Tuple[str, int]]
+#: Where ``dump`` writes: a path, or a binary file object open for writing.
+FileTarget = Union[str, "os.PathLike[str]", BinaryIO]
+#: What ``load`` reads: a path (str, bytes, PathLike), or a binary file object.
+FileSource = Union[str, bytes, "os.PathLike[str]", "os.PathLike[bytes]", BinaryIO]
+#: ``mmap_mode``: numpy.memmap's modes ('w+' means 'r+', as in joblib).
+MmapMode = Optional[Literal["r+", "r", "w+", "c"]]
 
 _MMAP_MODES = ("r", "c", "r+", "w+")
 #: numpy.memmap's long spellings of the modes.
@@ -62,55 +74,37 @@ _STREAM_WAIT_S = 0.1
 _unread: weakref.WeakKeyDictionary[Any, bytes] = weakref.WeakKeyDictionary()
 
 
-def dump(value: Any, filename: Any, compress: Any = 0, protocol: int | None = None) -> str | None:
-    """Persist an arbitrary Python object into one file, joblib's format.
-
-    Parameters
-    ----------
-    value: any Python object
-        The object to store. Arrays whose type is exactly ``np.ndarray``,
-        ``np.matrix`` or ``np.memmap`` are stored as raw bytes after the
-        pickle, as joblib stores them; everything else is pickled.
-    filename: str, os.PathLike, or file object
-        Where to store it. A path's extension ('.z', '.gz', '.bz2', '.lzma',
-        '.xz', '.lz4', '.zst') selects the compressor unless ``compress``
-        names one. A path is written atomically.
-    compress: bool, int 0-9, str or (str, int), optional
-        0/False: no compression. True: zlib level 1. 1-9: zlib at that
-        level. 'zlib', 'gzip', 'bz2', 'lzma', 'xz', 'lz4', 'zstd': that
-        method at its default level; a (method, level) tuple picks both.
-    protocol: int, optional
-        Pickle protocol; None (or negative) means pickle.HIGHEST_PROTOCOL.
-
-    Returns
-    -------
-    The filename as a str for paths, None for file objects.
-    """
+def dump(
+    endpoint: transport.Endpoint,
+    value: Any,
+    filename: FileTarget,
+    compress: Compress = 0,
+    protocol: int | None = None,
+) -> str | None:
+    """``persistd.dump`` (documented there) through ``endpoint``."""
     if isinstance(filename, os.PathLike):
         filename = os.fspath(filename)
-    is_filename = isinstance(filename, str)
+    path = filename if isinstance(filename, str) else None
     is_fileobj = hasattr(filename, "write")
 
     method, level, from_true = check_compress(compress)
-    if not is_filename and not is_fileobj:
+    if path is None and not is_fileobj:
         # People keep inverting arguments (joblib's comment), so name both.
         raise ValueError(
             "Second argument should be a filename or a file-like object, "
             "%s (type %s) was given." % (filename, type(filename))
         )
-    choice = resolve_compress(
-        compress, method, level, from_true, filename if is_filename else None
-    )
+    choice = resolve_compress(compress, method, level, from_true, path)
     protocol = _pickle_protocol(protocol)
-    if is_filename:
-        with TempTarget(filename) as target:
-            reply = _dump_into(value, target.fd, choice, protocol, filename)
+    if path is not None:
+        with TempTarget(path) as target:
+            reply = _dump_into(endpoint, value, target.fd, choice, protocol, path)
             target.publish(sync=reply.fsync)
-        return filename
+        return path
     # A file object gets the finished file's bytes, copied from memory.
     fd = memory_file("persistd-dump", 0)
     try:
-        reply = _dump_into(value, fd, choice, protocol, None)
+        reply = _dump_into(endpoint, value, fd, choice, protocol, None)
         _copy_out(fd, int(reply.file_bytes), filename)
     finally:
         os.close(fd)
@@ -118,40 +112,15 @@ def dump(value: Any, filename: Any, compress: Any = 0, protocol: int | None = No
 
 
 def load(
-    filename: Any,
-    mmap_mode: str | None = None,
-    ensure_native_byte_order: Any = "auto",
+    endpoint: transport.Endpoint,
+    filename: FileSource,
+    mmap_mode: MmapMode = None,
+    ensure_native_byte_order: bool | Literal["auto"] = "auto",
     *,
     allow_pickle: bool = True,
-    allowed_globals: Iterable[Any] = (),
+    allowed_globals: Iterable[str | Callable[..., Any]] = (),
 ) -> Any:
-    """Reconstruct a Python object from a file persisted with ``dump`` (or
-    with joblib.dump, any version back to 0.8).
-
-    WARNING: like joblib.load this unpickles, which can execute arbitrary
-    code: never load files from untrusted sources, unless with
-    ``allow_pickle=False``.
-
-    Parameters
-    ----------
-    filename: str, bytes, os.PathLike, or file object
-    mmap_mode: {None, 'r+', 'r', 'w+', 'c'}, optional
-        None loads arrays into private memory (copy-on-write pages of the
-        daemon's shared segment). 'r' and 'c' memory-map arrays, from the
-        decompressed segment for compressed files. 'r+' (and 'w+', treated as
-        'r+') map an uncompressed file itself, so writes reach it; with a
-        compressed file they are ignored with a warning.
-    ensure_native_byte_order: bool or 'auto'
-        Swap arrays to the host's byte order. 'auto' means True when
-        ``mmap_mode`` is None; True with a ``mmap_mode`` is an error.
-    allow_pickle: bool (persistd only; keyword)
-        False restores only NumPy arrays, dtypes and scalars and builtin
-        containers and scalars; any other global in the file raises
-        ``pickle.UnpicklingError`` naming it, before its module is imported.
-    allowed_globals: iterable of str or classes (persistd only; keyword)
-        With ``allow_pickle=False``, more globals to admit ("module.name"
-        strings, or the objects themselves).
-    """
+    """``persistd.load`` (documented there) through ``endpoint``."""
     if isinstance(ensure_native_byte_order, str) and ensure_native_byte_order == "auto":
         ensure_native_byte_order = mmap_mode is None
     if ensure_native_byte_order and mmap_mode is not None:
@@ -166,7 +135,7 @@ def load(
     if isinstance(filename, os.PathLike):
         filename = os.fspath(filename)
     if hasattr(filename, "read"):
-        return _load_fileobj(filename, mmap_mode, ensure, allowed)
+        return _load_fileobj(endpoint, filename, mmap_mode, ensure, allowed)
     if isinstance(filename, bytes):
         filename = os.fsdecode(filename)
     if not isinstance(filename, str):
@@ -174,11 +143,18 @@ def load(
             "expected str, bytes, os.PathLike object or a file object, not %s"
             % type(filename).__name__
         )
-    return _load_path(filename, mmap_mode, mode, ensure, allowed)
+    return _load_path(endpoint, filename, mmap_mode, mode, ensure, allowed)
 
 
 # -- dump helpers -------------------------------------------------------------
-def _dump_into(value: Any, fd: int, choice: Any, protocol: int, filename: str | None) -> Any:
+def _dump_into(
+    endpoint: transport.Endpoint,
+    value: Any,
+    fd: int,
+    choice: Any,
+    protocol: int,
+    filename: str | None,
+) -> Any:
     """Pickle ``value`` and have the daemon write joblib's stream into the
     empty file ``fd``. Uncompressed array bytes are written here, into the
     holes the daemon left, straight from the arrays' buffers; compressed
@@ -198,20 +174,20 @@ def _dump_into(value: Any, fd: int, choice: Any, protocol: int, filename: str | 
     )
     if plan.size <= INLINE_PAYLOAD_BYTES:
         request.payload_inline = bytes(plan.payload_bytes())
-        reply = transport.dump(request, [fd], filename)
+        reply = endpoint.dump(request, [fd], filename)
     else:
         payload_fd = memory_file("persistd-payload", plan.size)
         try:
             if streamed:
                 seal(payload_fd, writable=True)
                 with StreamedPayload(payload_fd, plan) as fill:
-                    reply = transport.dump(request, [fd, payload_fd], filename, fill)
+                    reply = endpoint.dump(request, [fd, payload_fd], filename, fill)
             else:  # only pickles (a large skeleton, object arrays)
                 plan.write_payload(
                     lambda offset, data: write_at(payload_fd, memoryview(data), offset)
                 )
                 seal(payload_fd)
-                reply = transport.dump(request, [fd, payload_fd], filename)
+                reply = endpoint.dump(request, [fd, payload_fd], filename)
         finally:
             os.close(payload_fd)
     for part, offset in zip(plan.external_parts(), reply.external_offsets):
@@ -258,6 +234,7 @@ def _mmap_mode(mmap_mode: Any) -> str | None:
 
 
 def _load_path(
+    endpoint: transport.Endpoint,
     filename: str,
     user_mode: str | None,
     mode: str | None,
@@ -271,11 +248,11 @@ def _load_path(
         if size == 0:
             raise EOFError("Ran out of input")
         if mode is None and size <= INLINE_SOURCE_BYTES:
-            reply, session_id = transport.load(
+            reply, session_id = endpoint.load(
                 source_inline=os.pread(fd, size, 0), filename=filename
             )
         else:
-            reply, session_id = transport.load(fd=fd, filename=filename)
+            reply, session_id = endpoint.load(fd=fd, filename=filename)
 
         if reply.format == pb.FORMAT_ZFILE:
             # joblib < 0.10 Z-file: joblib ignores mmap_mode and byte order here.
@@ -288,6 +265,7 @@ def _load_path(
             )
             mode = None
         loader = Loader(
+            endpoint,
             reply,
             session_id,
             mmap_mode=mode,
@@ -303,7 +281,11 @@ def _load_path(
 
 
 def _load_fileobj(
-    fileobj: Any, user_mode: str | None, ensure: bool, allowed: frozenset[str] | None
+    endpoint: transport.Endpoint,
+    fileobj: Any,
+    user_mode: str | None,
+    ensure: bool,
+    allowed: frozenset[str] | None,
 ) -> Any:
     """File objects are sent inline or through a memory file; mmap_mode is
     dropped with joblib's warnings, and a seekable object is left just after
@@ -313,9 +295,9 @@ def _load_fileobj(
     size = _remaining(fileobj, start)
     if size is None:
         rewindable = start is not None and _seekable(fileobj)
-        reply, session_id, length = _load_stream(fileobj, rewindable)
+        reply, session_id, length = _load_stream(endpoint, fileobj, rewindable)
     else:
-        reply, session_id, length = _load_known(fileobj, start, size)
+        reply, session_id, length = _load_known(endpoint, fileobj, start, size)
     if start is not None and _seekable(fileobj):
         fileobj.seek(start + length - int(reply.trailing_bytes))
 
@@ -340,6 +322,7 @@ def _load_fileobj(
                 % {"o": fileobj, "m": user_mode}
             )
     loader = Loader(
+        endpoint,
         reply,
         session_id,
         mmap_mode=None,
@@ -406,7 +389,9 @@ def _is_raw_file(fileobj: Any) -> bool:
     return isinstance(getattr(fileobj, "raw", fileobj), io.FileIO)
 
 
-def _load_known(fileobj: Any, start: int | None, size: int) -> tuple[Any, str, int]:
+def _load_known(
+    endpoint: transport.Endpoint, fileobj: Any, start: int | None, size: int
+) -> tuple[Any, str, int]:
     """Load the object's remaining ``size`` bytes (a regular file or a
     BytesIO: the size is known): ``(reply, session_id, bytes read)``."""
     if size == 0:
@@ -421,11 +406,13 @@ def _load_known(fileobj: Any, start: int | None, size: int) -> tuple[Any, str, i
     length = sum(len(chunk) for chunk in chunks)
     if length == 0:
         raise EOFError("Ran out of input")
-    reply, session_id = _load_bytes(chunks)
+    reply, session_id = _load_bytes(endpoint, chunks)
     return reply, session_id, length
 
 
-def _load_stream(fileobj: Any, rewindable: bool) -> tuple[Any, str, int]:
+def _load_stream(
+    endpoint: transport.Endpoint, fileobj: Any, rewindable: bool
+) -> tuple[Any, str, int]:
     """Load from an object of unknown size (a socket's ``makefile``, a pipe,
     a GzipFile...): ``(reply, session_id, bytes staged)``.
 
@@ -454,7 +441,7 @@ def _load_stream(fileobj: Any, rewindable: bool) -> tuple[Any, str, int]:
         if total > tried and (leftover or _paused(fileobj, total, tried)):
             tried = total
             try:
-                reply, session_id = _load_bytes([data, chunk])
+                reply, session_id = _load_bytes(endpoint, [data, chunk])
             except ValueError as exc:
                 error = exc
             else:
@@ -482,20 +469,20 @@ def _load_stream(fileobj: Any, rewindable: bool) -> tuple[Any, str, int]:
         raise EOFError("Ran out of input")
     if error is not None and tried == len(data):
         raise error
-    reply, session_id = _load_bytes([data])
+    reply, session_id = _load_bytes(endpoint, [data])
     excess = int(reply.trailing_bytes)
     if excess and not rewindable:
         _keep_unread(fileobj, bytes(data[len(data) - excess :]))
     return reply, session_id, len(data)
 
 
-def _load_bytes(chunks: list[Any]) -> tuple[Any, str]:
+def _load_bytes(endpoint: transport.Endpoint, chunks: list[Any]) -> tuple[Any, str]:
     """One ``Load`` of the concatenated ``chunks``: inline when small, else
     through a sealed memory file (never cached: a file object has no
     identity to find it by again)."""
     length = sum(len(chunk) for chunk in chunks)
     if length <= INLINE_SOURCE_BYTES:
-        return transport.load(source_inline=b"".join(bytes(c) for c in chunks))
+        return endpoint.load(source_inline=b"".join(bytes(c) for c in chunks))
     fd = memory_file("persistd-source", length)
     try:
         offset = 0
@@ -503,7 +490,7 @@ def _load_bytes(chunks: list[Any]) -> tuple[Any, str]:
             write_at(fd, memoryview(chunk), offset)
             offset += len(chunk)
         seal(fd)
-        return transport.load(fd=fd, transient=True)
+        return endpoint.load(fd=fd, transient=True)
     finally:
         os.close(fd)
 

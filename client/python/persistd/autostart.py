@@ -62,17 +62,19 @@ class DaemonStartError(ConnectionError):
     """The daemon this client started exited or did not answer."""
 
 
-def ensure_running(socket: str, probe: Callable[[float], bool]) -> None:
-    """Return once a daemon answers on ``socket``, starting one if allowed.
+def ensure_running(socket: str, probe: Callable[[float], bool], *, allowed: bool) -> None:
+    """Return once a daemon answers on ``socket``, starting one if
+    ``allowed`` (the client's ``autostart``, see ``paths.Settings``).
 
     ``probe(timeout)`` is True when a daemon answers there (and raises if it
     speaks another protocol).
     """
-    if not paths.autostart_enabled():
+    if not allowed:
         raise ConnectionError(
-            "persistd is not running at {0}, and {1}=0 forbids starting it: start "
-            "it (`persistd --socket {0}`, or `systemctl --user start persistd`) "
-            "or unset {1}".format(socket, paths.AUTOSTART_ENV)
+            "persistd is not running at {0}, and autostart is off ({1}=0 or "
+            "Client(autostart=False)): start it (`persistd --socket {0}`, or "
+            "`systemctl --user start persistd`), or unset {1}".format(
+                socket, paths.AUTOSTART_ENV)
         )
     daemon = binary.find_binary()
     if daemon is None:

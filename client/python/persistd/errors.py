@@ -33,6 +33,10 @@ def daemon_error(err: grpc.RpcError, method: str, filename: str | None = None) -
         return _os_error(FileExistsError, errno.EEXIST, details, filename)
     if code == status.RESOURCE_EXHAUSTED:
         return _os_error(OSError, errno.ENOSPC, details, filename)
+    if code == status.DEADLINE_EXCEEDED:
+        return TimeoutError(
+            "persistd %s did not finish within the client's timeout (%s); it was "
+            "cancelled: raise persistd.Client(timeout=...)" % (method, details))
     if code == status.UNAVAILABLE:
         return ConnectionError("persistd is unavailable (%s failed): %s" % (method, details))
     if code == status.FAILED_PRECONDITION:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import stat
+from dataclasses import dataclass
 
 #: Environment variable naming the daemon's socket.
 SOCKET_ENV = "PERSISTD_SOCKET"
@@ -25,6 +26,33 @@ AUTOSTART_ENV = "PERSISTD_AUTOSTART"
 
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Which daemon a client talks to and whether it may start one.
+
+    The one place where the environment is read for the client: a
+    ``persistd.Client`` resolves the arguments it was not given here, and
+    the module-level ``dump``/``load`` use a client made from
+    ``Settings.resolve()`` (remade when the environment changes).
+    """
+
+    #: The daemon's socket; its directory must be private (0700, ours).
+    socket: str
+    #: Start a daemon on ``socket`` when none answers.
+    autostart: bool
+
+    @classmethod
+    def resolve(cls, socket: str | os.PathLike[str] | None = None,
+                autostart: bool | None = None) -> Settings:
+        """The given values, the environment's where one is None
+        (``$PERSISTD_SOCKET`` etc., see ``socket_path`` and
+        ``autostart_enabled``)."""
+        return cls(
+            socket=os.fspath(socket) if socket is not None else socket_path(),
+            autostart=autostart_enabled() if autostart is None else bool(autostart),
+        )
 
 
 def socket_path() -> str:

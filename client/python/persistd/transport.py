@@ -1,11 +1,12 @@
 """The connection to the daemon: channel, descriptors, session, leases, segments.
 
-One connection per process. It is keyed by ``os.getpid()`` because gunicorn
-and multiprocessing fork after the parent has used the client: a child must
-build its own channel and session and must never touch the parent's, not
-even to close it (closing would act on gRPC state the parent still uses).
-The parent's objects are therefore parked in ``_orphans`` in the child and
-simply never used again.
+An ``Endpoint`` is one daemon (a socket) as a ``persistd.Client`` reaches
+it; it holds one connection per process. The connection is keyed by
+``os.getpid()`` because gunicorn and multiprocessing fork after the parent
+has used the client: a child must build its own channel and session and
+must never touch the parent's, not even to close it (closing would act on
+gRPC state the parent still uses). The parent's objects are therefore
+parked in ``_orphans`` in the child and simply never used again.
 
 Fork findings (grpcio 1.85, checked with multiprocessing's fork method):
 without ``GRPC_ENABLE_FORK_SUPPORT=1`` a child's first RPC fails, hangs or
@@ -21,7 +22,8 @@ option (no polling thread) is worse: children hang in gRPC's fork handler.
 Leases: every ``Load`` under a session pins the segment it returns until
 ``Release``. Arrays built on a segment keep a ``Lease`` object alive; when
 the last of them is collected, a ``weakref.finalize`` callback *appends* the
-lease to ``_pending``, and the next RPC of this process sends the releases.
+lease to its endpoint's ``pending`` list, and the endpoint's next RPC in
+this process sends the releases.
 Nothing network-related ever runs inside a GC callback. When the process
 exits, the ``Attach`` stream ends and the daemon drops the session's leases.
 """
@@ -36,7 +38,7 @@ import threading
 import weakref
 from collections.abc import Callable
 
-from typing import Any, TypeVar
+from typing import Any, List, Tuple
 
 import grpc
 
@@ -65,18 +67,17 @@ CHANNEL_OPTIONS = [
     ("grpc.max_reconnect_backoff_ms", 250),
 ]
 
-_Reply = TypeVar("_Reply")
-
-_lock = threading.Lock()
-_connection: Connection | None = None
+#: Every endpoint of this process, for the fork hooks.
+_endpoints: weakref.WeakSet[Endpoint] = weakref.WeakSet()
 #: Connections inherited from a parent process: kept alive, never used.
 _orphans: list[Connection] = []
-#: (session_id, lease_id) pairs whose arrays were collected. Appended to by
-#: GC callbacks only (list.append is atomic), drained before each RPC.
-_pending_releases: list[tuple[str, str]] = []
 #: In-flight wake-up calls made by the fork hook (kept so they are not cancelled).
 _wakers: list[Any] = []
 _wake_hook_registered = False
+
+#: (session_id, lease_id) pairs whose arrays were collected: appended to by
+#: GC callbacks only (list.append is atomic), drained before each RPC.
+PendingReleases = List[Tuple[str, str]]
 
 
 class _StaleSession(Exception):
@@ -88,12 +89,10 @@ class Lease:
 
     __slots__ = ("__weakref__", "lease_id", "session_id")
 
-    def __init__(self, session_id: str, lease_id: str) -> None:
+    def __init__(self, session_id: str, lease_id: str, pending: PendingReleases) -> None:
         self.session_id = session_id
         self.lease_id = lease_id
-        finalizer = weakref.finalize(
-            self, _pending_releases.append, (session_id, lease_id)
-        )
+        finalizer = weakref.finalize(self, pending.append, (session_id, lease_id))
         finalizer.atexit = False  # the daemon drops leases when we exit
 
 
@@ -108,9 +107,11 @@ class Segment(mmap.mmap):
 class Connection:
     """Channel, stub and (lazily) session of one process."""
 
-    def __init__(self, socket: str) -> None:
+    def __init__(self, socket: str, pending: PendingReleases | None = None) -> None:
         self.pid = os.getpid()
         self.socket = socket
+        #: The endpoint's queue of collected leases (a probe has none).
+        self.pending: PendingReleases = [] if pending is None else pending
         self.channel = grpc.insecure_channel("unix:" + socket, options=CHANNEL_OPTIONS)
         self.stub: Any = pb_grpc.PersistdStub(self.channel)  # type: ignore[no-untyped-call]
         _register_wake_hook()
@@ -211,11 +212,16 @@ class Connection:
             raise daemon_error(err, method, filename) from None
 
     def invoke_while(
-        self, method: str, request: Any, filename: str | None, work: Callable[[], None]
+        self,
+        method: str,
+        request: Any,
+        filename: str | None,
+        work: Callable[[], None],
+        timeout: float | None,
     ) -> Any:
         """Start the call, run ``work`` while it runs, then wait for it."""
         self.flush_releases()
-        future = getattr(self.stub, method).future(request)
+        future = getattr(self.stub, method).future(request, timeout=timeout)
         try:
             work()
             return future.result()
@@ -230,9 +236,9 @@ class Connection:
     def flush_releases(self) -> None:
         """Send the releases queued by GC callbacks (this session's only:
         leases of a parent process or of a dead session are not ours)."""
-        while _pending_releases:
+        while self.pending:
             try:
-                session_id, lease_id = _pending_releases.pop()
+                session_id, lease_id = self.pending.pop()
             except IndexError:
                 break
             if session_id != self._session_id or self.pid != os.getpid():
@@ -260,118 +266,185 @@ class Connection:
             self.channel.close()
 
 
-def get_connection() -> Connection:
-    """This process's connection, created (and the daemon started) on demand."""
-    global _connection
-    socket = paths.socket_path()
-    conn = _connection
-    if conn is not None and conn.pid == os.getpid() and not conn.broken and conn.socket == socket:
-        return conn
-    with _lock:
-        conn = _connection
-        if conn is not None and conn.pid == os.getpid() and conn.socket != socket:
-            conn.close()  # $PERSISTD_SOCKET changed: talk to the new daemon
-            conn = _connection = None
-        if conn is not None and conn.pid != os.getpid():
-            _orphans.append(conn)  # a parent's: keep it alive, never touch it
-            conn = _connection = None
-        if conn is not None and conn.broken:
-            conn.close()
-            conn = _connection = None
-        if conn is None:
-            if _orphans and not _fork_support_enabled():
-                _warn_fork_support()
-            conn = _connection = _connect()
-        return conn
+class Endpoint:
+    """One daemon, as this process reaches it: its socket, whether to start
+    it when it does not answer, the deadline of bulk calls, and this
+    process's connection to it (made on demand, remade after a fork or when
+    the daemon went away).
 
-
-def call(
-    method: str,
-    request: Any,
-    *,
-    filename: str | None = None,
-    timeout: float | None = None,
-    retry: bool = False,
-) -> Any:
-    """One unary RPC, errors mapped to Python exceptions.
-
-    ``retry`` lets the first RPC of an operation survive a daemon that went
-    away since the connection was made: the connection is rebuilt (which may
-    start the daemon) and the call is made once more. Later RPCs of the same
-    operation refer to state of the daemon that answered the first one, so
-    they must not be retried.
+    Invariant: ``_connection`` is None or was made in this process (the
+    fork hook parks a parent's in ``_orphans``); leases of this endpoint's
+    loads are released through ``pending`` on its next call.
     """
-    conn = get_connection()
-    try:
-        return conn.invoke(method, request, filename, timeout)
-    except ConnectionError:
-        if not retry:
-            raise
-    return get_connection().invoke(method, request, filename, timeout)
 
+    def __init__(self, socket: str, *, autostart: bool, timeout: float | None) -> None:
+        self.socket = socket
+        self.autostart = autostart
+        #: Deadline of each Dump/Load, in seconds (None: as long as it takes).
+        self.timeout = timeout
+        self.pending: PendingReleases = []
+        self._lock = threading.Lock()
+        self._connection: Connection | None = None
+        _endpoints.add(self)
 
-def load(
-    *,
-    fd: int = -1,
-    source_inline: bytes = b"",
-    raw: bool = False,
-    lease: bool = True,
-    transient: bool = False,
-    filename: str | None = None,
-) -> tuple[Any, str]:
-    """``Load`` of the file open at ``fd`` (or of ``source_inline``) under
-    this process's session. Returns (reply, session_id).
+    def connection(self) -> Connection:
+        """This process's connection, created (and the daemon started) on demand."""
+        conn = self._connection
+        if conn is not None and conn.pid == os.getpid() and not conn.broken:
+            return conn
+        with self._lock:
+            conn = self._connection
+            if conn is not None and conn.pid != os.getpid():
+                _orphans.append(conn)  # a parent's: keep it alive, never touch it
+                conn = self._connection = None
+            if conn is not None and conn.broken:
+                conn.close()
+                conn = self._connection = None
+            if conn is None:
+                if _orphans and not _fork_support_enabled():
+                    _warn_fork_support()
+                conn = self._connection = self._connect()
+            return conn
 
-    Retried once on a fresh connection when the daemon went away (the
-    descriptor is sent again: the caller still holds it), and once with a
-    new session when the daemon no longer knows ours (it restarted while
-    our channel reconnected by itself).
-    """
-    for attempt in (0, 1, 2):
-        conn = get_connection()
+    def call(
+        self,
+        method: str,
+        request: Any,
+        *,
+        filename: str | None = None,
+        timeout: float | None = None,
+        retry: bool = False,
+    ) -> Any:
+        """One unary RPC, errors mapped to Python exceptions.
+
+        ``retry`` lets the first RPC of an operation survive a daemon that
+        went away since the connection was made: the connection is rebuilt
+        (which may start the daemon) and the call is made once more. Later
+        RPCs of the same operation refer to state of the daemon that
+        answered the first one, so they must not be retried.
+        """
+        conn = self.connection()
         try:
-            session = conn.session_id() if lease else ""
-            request = pb.LoadRequest(
-                session_id=session, raw=raw, transient=transient,
-                display_name=filename or "",
-            )
-            if fd >= 0:
-                request.fds_token = conn.send_fds([fd])
-            else:
-                request.source_inline = source_inline
-            return conn.invoke("Load", request, filename, None), session
-        except _StaleSession:
-            conn.forget_session()
+            return conn.invoke(method, request, filename, timeout)
         except ConnectionError:
-            conn.broken = True
-        if attempt == 2:
-            break
-    raise ConnectionError("persistd: Load of %r failed after reconnecting" % filename)
-
-
-def dump(
-    request: Any,
-    fds: list[int],
-    filename: str | None,
-    while_running: Callable[[], None] | None = None,
-) -> Any:
-    """``Dump`` into the descriptors ``fds`` (target, then payload if not
-    inline). ``while_running`` runs while the daemon works (it fills a
-    streamed payload); if it raises, the call is cancelled, and the daemon
-    stops. Retried once on a fresh connection if the daemon went away
-    before it wrote anything (and nothing was streamed yet)."""
-    for attempt in (0, 1):
-        conn = get_connection()
-        try:
-            request.fds_token = conn.send_fds(fds)
-            if while_running is None:
-                return conn.invoke("Dump", request, filename, None)
-            return conn.invoke_while("Dump", request, filename, while_running)
-        except ConnectionError:
-            conn.broken = True
-            if attempt == 1 or while_running is not None or os.fstat(fds[0]).st_size != 0:
+            if not retry:
                 raise
-    raise AssertionError("unreachable")
+        return self.connection().invoke(method, request, filename, timeout)
+
+    def load(
+        self,
+        *,
+        fd: int = -1,
+        source_inline: bytes = b"",
+        raw: bool = False,
+        lease: bool = True,
+        transient: bool = False,
+        filename: str | None = None,
+    ) -> tuple[Any, str]:
+        """``Load`` of the file open at ``fd`` (or of ``source_inline``)
+        under this process's session. Returns (reply, session_id).
+
+        Retried once on a fresh connection when the daemon went away (the
+        descriptor is sent again: the caller still holds it), and once with
+        a new session when the daemon no longer knows ours (it restarted
+        while our channel reconnected by itself).
+        """
+        for attempt in (0, 1, 2):
+            conn = self.connection()
+            try:
+                session = conn.session_id() if lease else ""
+                request = pb.LoadRequest(
+                    session_id=session, raw=raw, transient=transient,
+                    display_name=filename or "",
+                )
+                if fd >= 0:
+                    request.fds_token = conn.send_fds([fd])
+                else:
+                    request.source_inline = source_inline
+                return conn.invoke("Load", request, filename, self.timeout), session
+            except _StaleSession:
+                conn.forget_session()
+            except ConnectionError:
+                conn.broken = True
+            if attempt == 2:
+                break
+        raise ConnectionError("persistd: Load of %r failed after reconnecting" % filename)
+
+    def dump(
+        self,
+        request: Any,
+        fds: list[int],
+        filename: str | None,
+        while_running: Callable[[], None] | None = None,
+    ) -> Any:
+        """``Dump`` into the descriptors ``fds`` (target, then payload if not
+        inline). ``while_running`` runs while the daemon works (it fills a
+        streamed payload); if it raises, the call is cancelled, and the
+        daemon stops. Retried once on a fresh connection if the daemon went
+        away before it wrote anything (and nothing was streamed yet)."""
+        for attempt in (0, 1):
+            conn = self.connection()
+            try:
+                request.fds_token = conn.send_fds(fds)
+                if while_running is None:
+                    return conn.invoke("Dump", request, filename, self.timeout)
+                return conn.invoke_while("Dump", request, filename, while_running, self.timeout)
+            except ConnectionError:
+                conn.broken = True
+                if attempt == 1 or while_running is not None or os.fstat(fds[0]).st_size != 0:
+                    raise
+        raise AssertionError("unreachable")
+
+    def make_lease(self, session_id: str, lease_id: str) -> Lease | None:
+        """The lease of a load's segment, released when it is collected."""
+        return Lease(session_id, lease_id, self.pending) if session_id and lease_id else None
+
+    def close(self) -> None:
+        """End this process's session and channel (leases end with the
+        session: arrays already loaded stay valid, their mappings are ours).
+        The endpoint stays usable: the next call connects again."""
+        with self._lock:
+            conn, self._connection = self._connection, None
+        if conn is not None:
+            conn.close()  # a no-op for a parent's connection
+
+    # -- connecting and starting the daemon ----------------------------------
+    def _connect(self) -> Connection:
+        """A connection to a daemon that answers, started if need be (see
+        ``persistd.autostart``)."""
+        socket = self.socket
+        # Whoever can write where the socket lives could put their own
+        # daemon there: refuse such places before talking to anything in them.
+        paths.check_private_directory(os.path.dirname(socket) or ".")
+        conn = Connection(socket, self.pending)
+        try:
+            if conn.probe():
+                return conn
+        except BaseException:
+            conn.close()
+            raise
+        # This channel failed to connect and is backing off: later probes
+        # and the calls after the start go through fresh ones.
+        conn.close()
+        autostart.ensure_running(
+            socket, lambda timeout: _probe(socket, timeout), allowed=self.autostart
+        )
+        return Connection(socket, self.pending)
+
+    def _after_fork_in_child(self) -> None:
+        """A fresh lock (the parent's may have been held by another thread
+        at fork time) and no current connection (the parent's is parked)."""
+        self._lock = threading.Lock()
+        if self._connection is not None:
+            _orphans.append(self._connection)
+            self._connection = None
+
+    def _wake(self) -> None:
+        conn = self._connection
+        if conn is None or conn.pid != os.getpid() or not conn.has_session():
+            return
+        with contextlib.suppress(Exception):
+            _wakers.append(conn.stub.Status.future(pb.StatusRequest(), timeout=5))
 
 
 def map_segment(path: str, lease: Lease | None) -> Segment:
@@ -384,32 +457,6 @@ def map_segment(path: str, lease: Lease | None) -> Segment:
         os.close(fd)
     segment.lease = lease
     return segment
-
-
-def make_lease(session_id: str, lease_id: str) -> Lease | None:
-    return Lease(session_id, lease_id) if session_id and lease_id else None
-
-
-# -- connecting and starting the daemon --------------------------------------
-def _connect() -> Connection:
-    """A connection to a daemon that answers, started if need be (see
-    ``persistd.autostart``)."""
-    socket = paths.socket_path()
-    # Whoever can write where the socket lives could put their own daemon
-    # there: refuse such places before talking to anything in them.
-    paths.check_private_directory(os.path.dirname(socket) or ".")
-    conn = Connection(socket)
-    try:
-        if conn.probe():
-            return conn
-    except BaseException:
-        conn.close()
-        raise
-    # This channel failed to connect and is backing off: later probes and
-    # the calls after the start go through fresh ones.
-    conn.close()
-    autostart.ensure_running(socket, lambda timeout: _probe(socket, timeout))
-    return Connection(socket)
 
 
 def _probe(socket: str, timeout: float) -> bool:
@@ -449,12 +496,9 @@ def _register_wake_hook() -> None:
 def _wake_spin_thread() -> None:
     """Before a fork: give gRPC's polling thread an event to wake up on, so
     that gRPC's pre-fork handler need not wait out its poll timeout."""
-    conn = _connection
-    if conn is None or conn.pid != os.getpid() or not conn.has_session():
-        return
     del _wakers[: max(0, len(_wakers) - 8)]
-    with contextlib.suppress(Exception):
-        _wakers.append(conn.stub.Status.future(pb.StatusRequest(), timeout=5))
+    for endpoint in list(_endpoints):
+        endpoint._wake()
 
 
 def _fork_support_enabled() -> bool:
@@ -467,19 +511,13 @@ def _fork_support_enabled() -> bool:
 
 
 def _reset_after_fork_in_child() -> None:
-    """Fork hook: a fresh lock (the parent's may have been held by another
-    thread at fork time) and no current connection (the parent's is parked)."""
-    global _lock, _connection
-    _lock = threading.Lock()
-    if _connection is not None:
-        _orphans.append(_connection)
-        _connection = None
+    for endpoint in list(_endpoints):
+        endpoint._after_fork_in_child()
 
 
 def _close_at_exit() -> None:
-    conn = _connection
-    if conn is not None and conn.pid == os.getpid():
-        conn.close()
+    for endpoint in list(_endpoints):
+        endpoint.close()
 
 
 os.register_at_fork(after_in_child=_reset_after_fork_in_child)

@@ -121,6 +121,7 @@ class Loader:
 
     def __init__(
         self,
+        endpoint: transport.Endpoint,
         reply: Any,
         session_id: str,
         *,
@@ -131,6 +132,7 @@ class Loader:
         dirname: str,
         allowed_globals: frozenset[str] | None = None,
     ) -> None:
+        self.endpoint = endpoint
         self.reply = reply
         #: None: any global (a normal pickle load); else only these.
         self.allowed_globals = allowed_globals
@@ -140,7 +142,7 @@ class Loader:
         self.filename = filename
         self.dirname = dirname
         self.uncompressed = reply.codec == pb.CODEC_NONE
-        self.lease = transport.make_lease(session_id, reply.lease_id)
+        self.lease = endpoint.make_lease(session_id, reply.lease_id)
         self.segment: Any = (
             transport.map_segment(reply.segment_path, self.lease)
             if reply.segment_path
@@ -267,7 +269,7 @@ class Loader:
         companion = os.path.join(self.dirname, wrapper.filename)
         if isinstance(wrapper, ZNDArrayWrapper):
             # Companion Z-file: the daemon decompresses, numpy rebuilds.
-            data = _raw_payload(companion)
+            data = _raw_payload(self.endpoint, companion)
             array = _reconstruct(*wrapper.init_args)
             array.__setstate__(wrapper.state + (data,))
             return array
@@ -344,13 +346,13 @@ class _FileOfFd(io.FileIO):
         self.name = name
 
 
-def _raw_payload(companion: str) -> bytes:
+def _raw_payload(endpoint: transport.Endpoint, companion: str) -> bytes:
     """The decompressed bytes of a joblib < 0.10 companion Z-file."""
     from persistd.files import open_source
 
     fd = open_source(companion)
     try:
-        reply, _ = transport.load(fd=fd, raw=True, lease=False, filename=companion)
+        reply, _ = endpoint.load(fd=fd, raw=True, lease=False, filename=companion)
     finally:
         os.close(fd)
     extent = reply.skeleton

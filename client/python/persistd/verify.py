@@ -18,6 +18,7 @@ from typing import Any
 
 from persistd import transport
 from persistd._proto import persistd_pb2 as pb
+from persistd.client import Client, default_client
 
 _KINDS = {
     pb.LoadArray.RAW: "raw",
@@ -29,17 +30,19 @@ _KINDS = {
 _SLICE = 16 << 20
 
 
-def verify(filename: str) -> dict[str, Any]:
+def verify(filename: str, client: Client | None = None) -> dict[str, Any]:
     """What the daemon makes of ``filename``: codec, format, sizes and, per
     array, kind, dtype, shape, order, byte count, CRC-32 and whether the
-    byte count matches; ``ok`` is False when any array is inconsistent."""
+    byte count matches; ``ok`` is False when any array is inconsistent.
+    Asked of ``client``'s daemon (default: the default client's)."""
+    endpoint = (client or default_client())._endpoint
     fd = os.open(filename, os.O_RDONLY | os.O_CLOEXEC)
     try:
         source_bytes = os.fstat(fd).st_size
-        reply, session_id = transport.load(fd=fd, filename=filename)
+        reply, session_id = endpoint.load(fd=fd, filename=filename)
     finally:
         os.close(fd)
-    lease = transport.make_lease(session_id, reply.lease_id)
+    lease = endpoint.make_lease(session_id, reply.lease_id)
     segment = transport.map_segment(reply.segment_path, lease)
     try:
         view = memoryview(segment)
