@@ -9,8 +9,8 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
+#include "common/pickle/pickle_scanner.h"
 #include "server/format/joblib_reader.h"
-#include "server/format/pickle_scanner.h"
 
 namespace persistd {
 namespace testing_util {

@@ -6,7 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "server/format/pickle_opcodes.h"
+#include "common/pickle/pickle_opcodes.h"
 
 namespace persistd {
 namespace {

@@ -12,9 +12,9 @@
 #include <vector>
 
 #include "absl/strings/str_format.h"
+#include "common/pickle/pickle_scanner.h"
 #include "server/format/joblib_reader.h"
 #include "server/format/joblib_writer.h"
-#include "server/format/pickle_scanner.h"
 #include "server/io/byte_sink.h"
 
 namespace persistd {

@@ -5,10 +5,10 @@
 #include <string>
 #include <vector>
 
+#include "common/pickle/pickle_opcodes.h"
+#include "common/pickle/pickle_scanner.h"
 #include "gtest/gtest.h"
 #include "server/format/format_test_util.h"
-#include "server/format/pickle_opcodes.h"
-#include "server/format/pickle_scanner.h"
 #include "server/format/symbolic_stack.h"
 
 namespace persistd {

@@ -8,8 +8,8 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "server/format/pickle_opcodes.h"
-#include "server/format/pickle_scanner.h"
+#include "common/pickle/pickle_opcodes.h"
+#include "common/pickle/pickle_scanner.h"
 #include "server/format/symbolic_stack.h"
 
 namespace persistd {

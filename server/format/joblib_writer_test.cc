@@ -5,11 +5,11 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "common/pickle/pickle_opcodes.h"
+#include "common/pickle/pickle_scanner.h"
 #include "gtest/gtest.h"
 #include "server/format/format_test_util.h"
 #include "server/format/joblib_reader.h"
-#include "server/format/pickle_opcodes.h"
-#include "server/format/pickle_scanner.h"
 #include "server/io/byte_sink.h"
 
 namespace persistd {

@@ -1,14 +1,14 @@
-#include "server/format/pickle_scanner.h"
+#include "common/pickle/pickle_scanner.h"
 
 #include <cstdint>
 #include <random>
 #include <string>
 #include <vector>
 
+#include "common/pickle/pickle_opcodes.h"
 #include "gtest/gtest.h"
 #include "server/format/format_test_util.h"
 #include "server/format/scanner_vectors.h"
-#include "server/format/pickle_opcodes.h"
 
 namespace persistd {
 namespace {

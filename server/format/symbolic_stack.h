@@ -51,10 +51,10 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "common/pickle/pickle_scanner.h"
 #include "server/format/numpy_dtype.h"
 #include "server/format/object_paths.h"
 #include "server/format/pickle_limits.h"
-#include "server/format/pickle_scanner.h"
 #include "server/format/symbolic_tag.h"
 #include "server/format/wrapper_state.h"
 

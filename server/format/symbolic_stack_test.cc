@@ -4,10 +4,10 @@
 #include <string>
 #include <vector>
 
+#include "common/pickle/pickle_scanner.h"
 #include "gtest/gtest.h"
 #include "server/format/format_test_util.h"
 #include "server/format/scanner_vectors.h"
-#include "server/format/pickle_scanner.h"
 
 namespace persistd {
 namespace {

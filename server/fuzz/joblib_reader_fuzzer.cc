@@ -25,11 +25,11 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
+#include "common/pickle/pickle_opcodes.h"
+#include "common/pickle/pickle_scanner.h"
 #include "server/format/joblib_indexer.h"
 #include "server/format/joblib_reader.h"
 #include "server/format/pickle_limits.h"
-#include "server/format/pickle_opcodes.h"
-#include "server/format/pickle_scanner.h"
 #include "server/fuzz/fuzz_util.h"
 
 namespace persistd {

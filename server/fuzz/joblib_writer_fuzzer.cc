@@ -23,10 +23,10 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
+#include "common/pickle/pickle_opcodes.h"
+#include "common/pickle/pickle_scanner.h"
 #include "server/format/joblib_reader.h"
 #include "server/format/joblib_writer.h"
-#include "server/format/pickle_opcodes.h"
-#include "server/format/pickle_scanner.h"
 #include "server/fuzz/fuzz_util.h"
 #include "server/io/byte_sink.h"
 

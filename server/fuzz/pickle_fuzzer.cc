@@ -18,9 +18,9 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
+#include "common/pickle/pickle_opcodes.h"
+#include "common/pickle/pickle_scanner.h"
 #include "server/format/pickle_limits.h"
-#include "server/format/pickle_opcodes.h"
-#include "server/format/pickle_scanner.h"
 #include "server/format/symbolic_stack.h"
 #include "server/fuzz/fuzz_util.h"
 

@@ -22,7 +22,7 @@
 
 #include <chrono>
 
-#include "server/io/scoped_fd.h"
+#include "common/io/scoped_fd.h"
 
 namespace persistd {
 

@@ -6,7 +6,7 @@
 
 #include <utility>
 
-#include "server/io/errno_status.h"
+#include "common/io/errno_status.h"
 
 namespace persistd {
 

@@ -8,7 +8,7 @@
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
-#include "server/io/errno_status.h"
+#include "common/io/errno_status.h"
 
 namespace persistd {
 

@@ -5,11 +5,11 @@
 
 #include <string>
 
+#include "common/io/atomic_file.h"
+#include "common/io/mapped_region.h"
 #include "gtest/gtest.h"
-#include "server/io/atomic_file.h"
 #include "server/io/byte_sink.h"
 #include "server/io/growable_buffer.h"
-#include "server/io/mapped_region.h"
 
 namespace persistd {
 namespace {

@@ -10,7 +10,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "server/io/errno_status.h"
+#include "common/io/errno_status.h"
 
 namespace persistd {
 

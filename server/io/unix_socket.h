@@ -6,7 +6,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
-#include "server/io/scoped_fd.h"
+#include "common/io/scoped_fd.h"
 
 namespace persistd {
 

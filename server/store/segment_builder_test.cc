@@ -10,11 +10,11 @@
 #include <string>
 
 #include "absl/strings/string_view.h"
+#include "common/io/scoped_fd.h"
 #include "gtest/gtest.h"
 #include "server/codec/codec.h"
 #include "server/format/joblib_reader.h"
 #include "server/io/byte_sink.h"
-#include "server/io/scoped_fd.h"
 
 namespace persistd {
 namespace {

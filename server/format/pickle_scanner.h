@@ -1,3 +1,0 @@
-// Moved to common/pickle/pickle_scanner.h (common/ is shared by the daemon and the clients);
-// forwarding until in-flight work lands. New code includes the new path.
-#include "common/pickle/pickle_scanner.h"  // IWYU pragma: export
