@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "common/log/log.h"
 
 namespace persistd {
 
@@ -22,6 +23,10 @@ struct DaemonOptions {
   // its decoded stream, and the indexer's memory besides it.
   uint64_t max_pickle_bytes = uint64_t{256} << 20;
   uint64_t max_pickle_memory = uint64_t{32} << 20;
+  log::Level log_level = log::Level::kInfo;
+  // Where the log goes: a file, or "-" for stderr. Parsing leaves it
+  // empty when not given; LogFile() resolves that.
+  std::string log_file;
   bool help = false;
   bool version = false;
 };
@@ -36,8 +41,15 @@ struct DaemonOptions {
 //   --fsync / --no-fsync  $PERSISTD_FSYNC=1/0, else off
 //   --max-pickle-bytes   256M
 //   --max-pickle-memory  32M
+//   --log-level  $PERSISTD_LOG_LEVEL, else info
+//   --log-file   <store>/persistd.log
 absl::StatusOr<DaemonOptions> ParseDaemonOptions(
     const std::vector<std::string>& args);
+
+// The log's destination: --log-file, else <store>/persistd.log (the one
+// place the daemon logs to however it was started: by hand, by a client's
+// autostart or by systemd).
+std::string LogFile(const DaemonOptions& options);
 
 // The --help text.
 std::string DaemonUsage();

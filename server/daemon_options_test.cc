@@ -102,5 +102,34 @@ TEST(DaemonOptionsTest, BadVariableIsAnErrorNamingIt) {
   ::unsetenv("PERSISTD_FSYNC");
 }
 
+TEST(DaemonOptionsTest, LogLevelAndFile) {
+  absl::StatusOr<DaemonOptions> options = ParseDaemonOptions({"--store", "/s"});
+  ASSERT_TRUE(options.ok());
+  EXPECT_EQ(options->log_level, log::Level::kInfo);
+  EXPECT_EQ(LogFile(*options), "/s/persistd.log");
+
+  options = ParseDaemonOptions({"--log-level=debug", "--log-file", "-"});
+  ASSERT_TRUE(options.ok());
+  EXPECT_EQ(options->log_level, log::Level::kDebug);
+  EXPECT_EQ(LogFile(*options), "-");
+
+  absl::StatusOr<DaemonOptions> bad = ParseDaemonOptions({"--log-level", "loud"});
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("--log-level: 'loud'"), std::string::npos);
+  EXPECT_FALSE(ParseDaemonOptions({"--log-file="}).ok());
+
+  ::setenv("PERSISTD_LOG_LEVEL", "warning", 1);
+  options = ParseDaemonOptions({});
+  ASSERT_TRUE(options.ok());
+  EXPECT_EQ(options->log_level, log::Level::kWarning);
+  ::setenv("PERSISTD_LOG_LEVEL", "verbose", 1);
+  bad = ParseDaemonOptions({});
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("PERSISTD_LOG_LEVEL='verbose'"),
+            std::string::npos);
+  EXPECT_TRUE(ParseDaemonOptions({"--log-level", "error"}).ok());  // the flag wins
+  ::unsetenv("PERSISTD_LOG_LEVEL");
+}
+
 }  // namespace
 }  // namespace persistd

@@ -2,12 +2,17 @@
 
 #include <utility>
 
+#include "absl/strings/str_cat.h"
+#include "common/log/log.h"
+
 namespace persistd {
 
-RateLimitedLog::RateLimitedLog(std::chrono::milliseconds interval, FILE* out,
+RateLimitedLog::RateLimitedLog(std::chrono::milliseconds interval, Writer out,
                                Clock now)
     : interval_(interval),
-      out_(out),
+      out_(out ? std::move(out) : Writer([](absl::string_view line) {
+        log::Write(log::Level::kWarning, line);
+      })),
       now_(now ? std::move(now) : Clock(&std::chrono::steady_clock::now)) {}
 
 void RateLimitedLog::Log(absl::string_view line) {
@@ -42,12 +47,10 @@ void RateLimitedLog::FlushLocked() {
 
 void RateLimitedLog::PrintLocked(absl::string_view line, uint64_t repeats) {
   if (repeats == 0) {
-    fprintf(out_, "%.*s\n", static_cast<int>(line.size()), line.data());
+    out_(line);
   } else {
-    fprintf(out_, "%.*s (repeated %llu times)\n", static_cast<int>(line.size()),
-            line.data(), static_cast<unsigned long long>(repeats));
+    out_(absl::StrCat(line, " (repeated ", repeats, " times)"));
   }
-  fflush(out_);
 }
 
 }  // namespace persistd

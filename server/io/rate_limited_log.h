@@ -1,4 +1,4 @@
-// RateLimitedLog writes log lines, printing a line that repeats at most
+// RateLimitedLog writes warnings to the daemon's log (common/log), printing a line that repeats at most
 // once per interval: the repeats in between are counted and reported with
 // "(repeated N times)" when the line is printed next, when another line
 // comes, or on Flush(). A condition that recurs thousands of times a second
@@ -11,8 +11,6 @@
 // Thread-safe.
 #ifndef PERSISTD_SERVER_IO_RATE_LIMITED_LOG_H_
 #define PERSISTD_SERVER_IO_RATE_LIMITED_LOG_H_
-
-#include <stdio.h>
 
 #include <chrono>
 #include <cstdint>
@@ -28,11 +26,13 @@ namespace persistd {
 class RateLimitedLog {
  public:
   using Clock = std::function<std::chrono::steady_clock::time_point()>;
+  // Takes one line, without its newline.
+  using Writer = std::function<void(absl::string_view)>;
 
-  // Writes to `out` (stderr by default); `now` is for tests.
+  // Writes to the log at level warning; `out` and `now` are for tests.
   explicit RateLimitedLog(
       std::chrono::milliseconds interval = std::chrono::seconds(1),
-      FILE* out = stderr, Clock now = nullptr);
+      Writer out = nullptr, Clock now = nullptr);
   RateLimitedLog(const RateLimitedLog&) = delete;
   RateLimitedLog& operator=(const RateLimitedLog&) = delete;
 
@@ -47,7 +47,7 @@ class RateLimitedLog {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const std::chrono::milliseconds interval_;
-  FILE* const out_;
+  const Writer out_;
   const Clock now_;
 
   absl::Mutex mu_;
