@@ -13,6 +13,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -154,3 +155,27 @@ def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     relative file names)."""
     monkeypatch.chdir(tmp_path)
     return tmp_path
+
+
+@pytest.fixture(scope="session")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The wheel a project installs, with the daemon under test inside, built
+    once per session for every test that installs it (test_packaging,
+    test_python_versions, the end-to-end test) as deploy/build_wheel.sh
+    builds it: in pip's isolated build environment, so that the stubs come
+    from the pinned grpcio-tools (pyproject.toml) and suit every Python the
+    wheel claims. From a copy of the client: another build may be using
+    client/python/build."""
+    work = tmp_path_factory.mktemp("wheel")
+    source = work / "client"
+    shutil.copytree(REPO_ROOT / "client" / "python", source,
+                    ignore=shutil.ignore_patterns("build", "*.egg-info", "_proto"))
+    env = dict(os.environ, PERSISTD_WHEEL_DAEMON=os.path.abspath(daemon_binary()),
+               PERSISTD_PROTO_DIR=str(REPO_ROOT / "proto"))
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--disable-pip-version-check", "--no-deps",
+         "-w", str(work / "dist"), str(source)],
+        check=True, env=env, timeout=600,
+    )
+    [built] = (work / "dist").glob("persistd-*.whl")
+    return built

@@ -23,27 +23,6 @@ import pytest
 
 from conftest import REPO_ROOT, daemon_binary
 
-CLIENT = REPO_ROOT / "client" / "python"
-
-
-@pytest.fixture(scope="module")
-def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The wheel, built from a copy of the client (not in-tree: another
-    build may be using client/python/build) with the daemon under test."""
-    work = tmp_path_factory.mktemp("wheel")
-    source = work / "client"
-    shutil.copytree(CLIENT, source, ignore=shutil.ignore_patterns("build", "*.egg-info", "_proto"))
-    env = dict(os.environ, PERSISTD_WHEEL_DAEMON=os.path.abspath(daemon_binary()),
-               PERSISTD_PROTO_DIR=str(REPO_ROOT / "proto"))
-    subprocess.run(
-        # The repo venv's setuptools and grpcio-tools: no download to build.
-        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
-         "-w", str(work / "dist"), str(source)],
-        check=True, env=env, timeout=300,
-    )
-    [built] = (work / "dist").glob("persistd-*.whl")
-    return built
-
 
 def test_wheel_is_a_platform_wheel_with_the_daemon_and_scripts(wheel: Path) -> None:
     assert wheel.name == "persistd-0.1.0-py3-none-linux_x86_64.whl"
@@ -52,6 +31,9 @@ def test_wheel_is_a_platform_wheel_with_the_daemon_and_scripts(wheel: Path) -> N
         assert (info.external_attr >> 16) & 0o111  # executable
         assert info.file_size == os.path.getsize(daemon_binary())
         entry_points = archive.read("persistd-0.1.0.dist-info/entry_points.txt").decode()
+        metadata = archive.read("persistd-0.1.0.dist-info/METADATA").decode()
+        assert "persistd/py.typed" in archive.namelist()  # PEP 561: hints are used
+    assert "Requires-Python: >=3.9" in metadata  # test_python_versions tests 3.9 and 3.13
     assert "persistd = persistd.binary:main" in entry_points
     assert "persistctl = persistd.cli:main" in entry_points
 
