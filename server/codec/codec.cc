@@ -33,12 +33,9 @@ constexpr Magic kMagics[] = {
 // would only multiply the per-thread buffers.
 constexpr int kMaxThreads = 64;
 
-constexpr Codec kAllCodecs[] = {Codec::kNone, Codec::kZlib, Codec::kGzip,
-                                Codec::kBz2,  Codec::kLzma, Codec::kXz,
-                                Codec::kLz4,  Codec::kZstd};
-
 bool IsKnown(Codec codec) {
-  return static_cast<int>(codec) >= 0 && static_cast<int>(codec) <= 7;
+  return static_cast<int>(codec) >= 0 &&
+         static_cast<int>(codec) <= static_cast<int>(Codec::kZstd);
 }
 
 absl::Status UnknownCodec(Codec codec) {
@@ -82,13 +79,6 @@ absl::string_view CodecName(Codec codec) {
       return "zstd";
   }
   return "unknown";
-}
-
-std::optional<Codec> CodecFromName(absl::string_view name) {
-  for (Codec codec : kAllCodecs) {
-    if (CodecName(codec) == name) return codec;
-  }
-  return std::nullopt;
 }
 
 Codec DetectCodec(absl::string_view prefix) {

@@ -19,7 +19,6 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
-#include <optional>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -43,9 +42,6 @@ enum class Codec {
 // "none", "zlib", "gzip", "bz2", "lzma", "xz", "lz4", "zstd" (joblib's
 // method names); "unknown" for a value outside the enum.
 absl::string_view CodecName(Codec codec);
-
-// The inverse of CodecName; nullopt for any other string.
-std::optional<Codec> CodecFromName(absl::string_view name);
 
 // Detects a compressed stream by its magic bytes only (never by file name),
 // in joblib's order: zlib 78, gzip 1f 8b, bz2 "BZ", lzma-alone 5d 00,
