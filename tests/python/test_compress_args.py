@@ -17,7 +17,7 @@ import pytest
 
 from persistd import dump
 from persistd._proto import persistd_pb2 as pb
-from persistd.compression import DEFAULT_LEVEL, parse_compress
+from persistd.compression import DEFAULT_LEVEL, Compression, check_compress, resolve_compress
 
 NONE = (pb.CODEC_NONE, 0)
 ZLIB, GZIP, BZ2, LZMA, XZ, LZ4, ZSTD = (
@@ -63,6 +63,13 @@ TABLE: list[tuple[Any, str | None, tuple[int, int]]] = [
     (True, None, (ZLIB, 1)),
     (np.int64(4), "x.pkl", (ZLIB, 4)),
 ]
+
+
+def parse_compress(compress: Any, filename: str | None) -> Compression:
+    """Both halves of joblib's handling of ``compress``, as dump runs them
+    (with its target checks in between)."""
+    method, level, from_true = check_compress(compress)
+    return resolve_compress(compress, method, level, from_true, filename)
 
 
 @pytest.mark.parametrize("compress,filename,expected", TABLE)

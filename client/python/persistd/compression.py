@@ -62,32 +62,13 @@ _VALID_LEVELS = list(range(10))
 
 @dataclass(frozen=True)
 class Compression:
-    """What ``CommitDump`` needs: a proto ``Codec`` and a level (-1 = default)."""
+    """What a ``Dump`` request needs: a proto ``Codec`` and a level (-1 = default)."""
 
     codec: Any  # a pb.Codec value
     level: int
 
-    @property
-    def compressed(self) -> bool:
-        return bool(self.codec != pb.CODEC_NONE)
-
 
 NO_COMPRESSION = Compression(pb.CODEC_NONE, 0)
-
-
-def parse_compress(compress: Any, filename: str | None) -> Compression:
-    """Map ``dump``'s ``compress`` argument to a codec and level.
-
-    ``filename`` is the target path as a str (after ``os.fspath``), or None
-    for a file object: joblib infers the method from the extension only for
-    string targets. Errors are joblib's ValueErrors, raised in joblib's order.
-    Target validation is the caller's job and happens between the level and
-    method checks and the extension inference, as in joblib; call
-    ``check_compress`` first and ``resolve_compress`` after that check to
-    keep that order.
-    """
-    method, level, explicit = check_compress(compress)
-    return resolve_compress(compress, method, level, explicit, filename)
 
 
 def check_compress(compress: Any) -> tuple[str | None, Any, bool]:
