@@ -3,6 +3,7 @@
 #include <zstd.h>
 
 #include <algorithm>
+#include <utility>
 #include <string>
 
 #include "absl/strings/match.h"
@@ -139,8 +140,8 @@ absl::Status ValidateLevel(Codec codec, int level) {
 }
 
 absl::StatusOr<std::unique_ptr<ByteSink>> NewEncoder(Codec codec, int level,
-                                                     int threads,
-                                                     ByteSink* out) {
+                                                     int threads, ByteSink* out,
+                                                     Interrupted interrupted) {
   absl::Status status = ValidateLevel(codec, level);
   if (!status.ok()) return status;
   if (level == -1) level = DefaultLevel(codec);
@@ -157,7 +158,7 @@ absl::StatusOr<std::unique_ptr<ByteSink>> NewEncoder(Codec codec, int level,
     case Codec::kLzma:
     case Codec::kXz:
       return codec_internal::NewLzmaEncoder(codec == Codec::kXz, level,
-                                            threads, out);
+                                            threads, out, std::move(interrupted));
     case Codec::kLz4:
       return codec_internal::NewLz4Encoder(level, threads, out);
     case Codec::kZstd:

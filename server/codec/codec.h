@@ -85,9 +85,16 @@ absl::Status ValidateLevel(Codec codec, int level);
 // InvalidArgument for an unknown codec or a level ValidateLevel rejects.
 // Errors of `out` are returned by Append/Finish; after an error the encoder
 // is unusable. REQUIRES: `out` outlives the encoder.
-absl::StatusOr<std::unique_ptr<ByteSink>> NewEncoder(Codec codec, int level,
-                                                     int threads,
-                                                     ByteSink* out);
+//
+// `interrupted` (optional) is asked, at most every 50 ms, while an encoder
+// waits on its own workers: xz with threads > 1 blocks an Append until a
+// worker finishes a block (up to 24 MiB, seconds of work). When it returns
+// true, that Append returns Cancelled and the workers stop. Every other
+// encoder returns to its caller within a chunk, where the caller checks.
+using Interrupted = std::function<bool()>;
+absl::StatusOr<std::unique_ptr<ByteSink>> NewEncoder(
+    Codec codec, int level, int threads, ByteSink* out,
+    Interrupted interrupted = nullptr);
 
 // Decodes ONE compressed stream at the start of `input` into `out`, in
 // chunks of about 1 MiB, and does not call out->Finish(). On success

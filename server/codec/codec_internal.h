@@ -144,7 +144,8 @@ std::unique_ptr<StreamDecoder> NewBz2Decoder();
 
 absl::StatusOr<std::unique_ptr<ByteSink>> NewLzmaEncoder(bool xz, int level,
                                                          int threads,
-                                                         ByteSink* out);
+                                                         ByteSink* out,
+                                                         Interrupted interrupted);
 std::unique_ptr<StreamDecoder> NewLzmaDecoder(bool xz);
 
 absl::StatusOr<std::unique_ptr<ByteSink>> NewLz4Encoder(int level,

@@ -115,6 +115,35 @@ class RecordingSink : public ByteSink {
   int finishes = 0;
 };
 
+// ------------------------------------------------------------ interrupts
+
+// xz with workers blocks an Append while every worker is busy with a block;
+// an interrupt ends that wait with Cancelled instead of the block's end.
+TEST(CodecTest, MultiThreadedXzAppendIsInterruptible) {
+  // Level 1: 3 MiB blocks; 16 MiB of random bytes keep two workers busy
+  // long past the encoder's 50 ms wait.
+  const std::string input = RandomBytes(16 << 20, 11);
+  StringSink sink;
+  int asked = 0;
+  absl::StatusOr<std::unique_ptr<ByteSink>> encoder =
+      NewEncoder(Codec::kXz, 1, 2, &sink, [&asked] { return ++asked >= 1; });
+  ASSERT_TRUE(encoder.ok()) << encoder.status();
+  absl::Status status = (*encoder)->Append(input);
+  EXPECT_EQ(status.code(), absl::StatusCode::kCancelled) << status;
+  EXPECT_GE(asked, 1);
+  encoder->reset();  // the workers stop; nothing is left running
+
+  // Never interrupted: the same input compresses whole.
+  StringSink whole;
+  encoder = NewEncoder(Codec::kXz, 1, 2, &whole, [] { return false; });
+  ASSERT_TRUE(encoder.ok());
+  ASSERT_TRUE((*encoder)->Append(input).ok());
+  ASSERT_TRUE((*encoder)->Finish().ok());
+  StringSink decoded;
+  ASSERT_TRUE(Decode(Codec::kXz, whole.data(), &decoded, nullptr).ok());
+  EXPECT_TRUE(decoded.data() == input);
+}
+
 // ---------------------------------------------------------------- names
 
 TEST(CodecTest, Names) {

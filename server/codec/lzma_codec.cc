@@ -53,10 +53,14 @@ absl::Status LzmaError(bool xz, absl::string_view what, lzma_ret rc) {
 // Invariant: stream_ holds an initialized coder from Create to destruction.
 class LzmaEncoder : public Encoder {
  public:
-  static absl::StatusOr<std::unique_ptr<ByteSink>> Create(bool xz, int level,
-                                                          int threads,
-                                                          ByteSink* out) {
-    std::unique_ptr<LzmaEncoder> encoder(new LzmaEncoder(xz, out));
+  // How long liblzma's multi-threaded encoder may block in one lzma_code
+  // before it returns without progress, so `interrupted_` gets asked.
+  static constexpr uint32_t kWaitMs = 50;
+
+  static absl::StatusOr<std::unique_ptr<ByteSink>> Create(
+      bool xz, int level, int threads, ByteSink* out, Interrupted interrupted) {
+    std::unique_ptr<LzmaEncoder> encoder(
+        new LzmaEncoder(xz, out, std::move(interrupted)));
     lzma_stream* stream = &encoder->stream_;
     const uint32_t preset = static_cast<uint32_t>(level);
     lzma_ret rc;
@@ -73,6 +77,7 @@ class LzmaEncoder : public Encoder {
       mt.threads = static_cast<uint32_t>(threads);
       mt.preset = preset;
       mt.check = LZMA_CHECK_CRC64;
+      if (encoder->interrupted_) mt.timeout = kWaitMs;
       rc = lzma_stream_encoder_mt(stream, &mt);
     } else {
       rc = lzma_easy_encoder(stream, preset, LZMA_CHECK_CRC64);
@@ -84,7 +89,8 @@ class LzmaEncoder : public Encoder {
   ~LzmaEncoder() override { lzma_end(&stream_); }
 
  private:
-  LzmaEncoder(bool xz, ByteSink* out) : Encoder(out), xz_(xz) {}
+  LzmaEncoder(bool xz, ByteSink* out, Interrupted interrupted)
+      : Encoder(out), xz_(xz), interrupted_(std::move(interrupted)) {}
 
   absl::Status Compress(absl::string_view data) override {
     stream_.next_in = reinterpret_cast<const uint8_t*>(data.data());
@@ -109,6 +115,7 @@ class LzmaEncoder : public Encoder {
       size_t room = buffer_.free_size();
       stream_.next_out = reinterpret_cast<uint8_t*>(buffer_.free_data());
       stream_.avail_out = room;
+      const size_t avail_in = stream_.avail_in;
       lzma_ret rc = lzma_code(&stream_, action);
       buffer_.Commit(room - stream_.avail_out);
       if (rc == LZMA_STREAM_END) return absl::OkStatus();
@@ -117,10 +124,17 @@ class LzmaEncoder : public Encoder {
           stream_.avail_out > 0) {
         return absl::OkStatus();
       }
+      // The multi-threaded encoder gave up waiting for its workers.
+      const bool idle = stream_.avail_in == avail_in && stream_.avail_out == room;
+      if (idle && interrupted_ && interrupted_()) {
+        return absl::CancelledError(
+            absl::StrCat(xz_ ? "xz" : "lzma", " compression was interrupted"));
+      }
     }
   }
 
   const bool xz_;
+  const Interrupted interrupted_;
   lzma_stream stream_ = LZMA_STREAM_INIT;
   ChunkBuffer buffer_;
 };
@@ -199,8 +213,9 @@ class LzmaDecoder : public DecoderBase {
 
 absl::StatusOr<std::unique_ptr<ByteSink>> NewLzmaEncoder(bool xz, int level,
                                                          int threads,
-                                                         ByteSink* out) {
-  return LzmaEncoder::Create(xz, level, threads, out);
+                                                         ByteSink* out,
+                                                         Interrupted interrupted) {
+  return LzmaEncoder::Create(xz, level, threads, out, std::move(interrupted));
 }
 
 std::unique_ptr<StreamDecoder> NewLzmaDecoder(bool xz) {
