@@ -66,7 +66,10 @@ class Daemon:
         self.dir = tempfile.mkdtemp(prefix="pd")
         self.socket = os.path.join(self.dir, "persistd.sock")
         self.store = os.path.join(self.dir, "store")
-        self.log_path = os.path.join(self.dir, "persistd.log")
+        # The daemon's log (its default place); its stderr, where errors
+        # go until it serves, is kept beside.
+        self.log_path = os.path.join(self.store, "persistd.log")
+        self.stderr_path = os.path.join(self.dir, "stderr.log")
         self.cache_bytes = cache_bytes
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -75,7 +78,7 @@ class Daemon:
         if self.cache_bytes is not None:
             args += ["--cache-bytes", str(self.cache_bytes)]
         args += self.extra_args
-        with open(self.log_path, "ab") as log:
+        with open(self.stderr_path, "ab") as log:
             self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         while status(self.socket, timeout=0.5) is None:
@@ -98,11 +101,15 @@ class Daemon:
             process.wait()
 
     def log(self) -> str:
-        try:
-            with open(self.log_path, errors="replace") as f:
-                return f.read()[-4000:]
-        except OSError:
-            return ""
+        """The end of the daemon's log, after what it wrote to stderr."""
+        text = ""
+        for path in (self.stderr_path, self.log_path):
+            try:
+                with open(path, errors="replace") as f:
+                    text += f.read()[-4000:]
+            except OSError:
+                pass
+        return text
 
     def cleanup(self) -> None:
         self.stop()

@@ -143,7 +143,7 @@ class ConfiguredDaemon(Daemon):
 
     def start(self, timeout: float = 15.0) -> None:
         args = [self.binary, "--socket", self.socket, "--store", self.store, *self.extra_args]
-        with open(self.log_path, "ab") as log:
+        with open(self.stderr_path, "ab") as log:
             self.process = subprocess.Popen(
                 args, stdout=log, stderr=subprocess.STDOUT, preexec_fn=self.preexec_fn
             )

@@ -442,7 +442,9 @@ def test_auto_start(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         np.testing.assert_array_equal(load(tmp_path / "v.pkl")["a"], np.arange(3))
         reply = status(socket)
         assert reply is not None
-        assert os.path.exists(os.path.join(directory, "persistd.log"))
+        # The daemon's own log, in its store ($PERSISTD_STORE here).
+        assert os.path.exists(os.path.join(directory, "store", "persistd.log"))
+        assert not os.path.exists(os.path.join(directory, "persistd.log"))
     finally:
         reply = status(socket)
         if reply is not None:

@@ -118,14 +118,17 @@ def test_client_refuses_a_descriptor_socket_served_by_another_user() -> None:
 def test_autostart_log_is_not_followed_through_a_symlink(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """The log of a started daemon is in its store; a symlink planted there
+    is refused (O_NOFOLLOW), and the daemon's refusal reaches the caller."""
     run = tmp_path / "run"
     run.mkdir(mode=0o700)
+    (run / "persistd.store").mkdir(mode=0o700)
     victim = tmp_path / "victim"
     victim.write_text("precious\n")
-    (run / "persistd.log").symlink_to(victim)
+    (run / "persistd.store" / "persistd.log").symlink_to(victim)
     monkeypatch.setenv("PERSISTD_SOCKET", str(run / "persistd.sock"))
     monkeypatch.setenv("PERSISTD_BIN", os.environ.get("PERSISTD_BIN") or "bazel-bin/server/persistd")
-    with pytest.raises(OSError):
+    with pytest.raises(OSError, match="persistd.log"):
         dump(1, tmp_path / "x.pkl")
     assert victim.read_text() == "precious\n"
 

@@ -12,8 +12,12 @@ What the started daemon gets:
 - ``--socket``: the socket the client was looking for;
 - ``--store``: derived from the socket (``paths.store_for_socket``), so a
   client pointed at another socket never collides with the default store;
-- stderr: ``<socket dir>/persistd.log``. If it exits while starting, the
-  caller gets its own message at once (not after a timeout).
+- no log file of ours: the daemon logs where it always does,
+  ``<store>/persistd.log`` (``persistd --help``, ``persistctl status``),
+  so there is one place to look however it was started. Until it serves,
+  it also writes its errors to stderr, which we keep in an unnamed file:
+  if it exits while starting, the caller gets its own message at once
+  (not after a timeout).
 
 Many processes may find no daemon at the same moment (a worker pool
 starting): an exclusive ``flock`` beside the socket lets one start it while
@@ -27,8 +31,10 @@ import contextlib
 import fcntl
 import os
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Iterator
+from typing import IO
 
 from persistd import binary, paths
 
@@ -36,8 +42,8 @@ from persistd import binary, paths
 START_TIMEOUT_S = 10.0
 #: How often the starter looks at the new daemon while it starts.
 _POLL_S = 0.01
-#: How much of the log a failure report quotes.
-_LOG_TAIL_BYTES = 4000
+#: How much of the daemon's stderr a failure report quotes.
+_STDERR_TAIL_BYTES = 4000
 
 #: Daemons this process started and that may still run. They are our
 #: children: kept (Popen would warn if collected while they run) and reaped
@@ -118,51 +124,43 @@ def command(daemon: str, socket: str) -> list[str]:
 
 def _start(daemon: str, socket: str, probe: Callable[[float], bool]) -> None:
     args = command(daemon, socket)
-    log_path = paths.log_path(socket)
-    log_fd = os.open(
-        log_path,
-        os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW,
-        0o600,
-    )
-    with open(log_fd, "ab") as log:
-        start_offset = log.seek(0, os.SEEK_END)
+    # Unnamed (O_TMPFILE where the filesystem has it): nothing to clean up,
+    # and the daemon writes nothing to stderr once it serves.
+    with tempfile.TemporaryFile(prefix="persistd-start-") as stderr:
         process = subprocess.Popen(
             args,
             stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
             start_new_session=True,
             close_fds=True,
         )
-    _started.append(process)
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while True:
-        code = process.poll()
-        if code is not None:
-            raise DaemonStartError(
-                "persistd exited with status %d while starting (`%s`): %s"
-                % (code, " ".join(args), _explain(_log_since(log_path, start_offset)))
-            )
-        if os.path.exists(socket) and probe(0.25):
-            return
-        if time.monotonic() > deadline:
-            raise DaemonStartError(
-                "persistd (`%s`, pid %d) did not answer within %.0f s; its log %s says: %s"
-                % (" ".join(args), process.pid, START_TIMEOUT_S, log_path,
-                   _log_since(log_path, start_offset) or "nothing")
-            )
-        time.sleep(_POLL_S)
+        _started.append(process)
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            code = process.poll()
+            if code is not None:
+                raise DaemonStartError(
+                    "persistd exited with status %d while starting (`%s`): %s"
+                    % (code, " ".join(args), _explain(_tail(stderr)))
+                )
+            if os.path.exists(socket) and probe(0.25):
+                return
+            if time.monotonic() > deadline:
+                raise DaemonStartError(
+                    "persistd (`%s`, pid %d) did not answer within %.0f s; it said: %s "
+                    "(more in its log, <store>/persistd.log)"
+                    % (" ".join(args), process.pid, START_TIMEOUT_S,
+                       _tail(stderr) or "nothing")
+                )
+            time.sleep(_POLL_S)
 
 
-def _log_since(log_path: str, offset: int) -> str:
-    """What the daemon wrote to its log since ``offset`` (its last lines)."""
-    try:
-        with open(log_path, "rb") as log:
-            size = log.seek(0, os.SEEK_END)
-            log.seek(max(offset, size - _LOG_TAIL_BYTES))
-            return log.read().decode(errors="replace").strip()
-    except OSError:
-        return ""
+def _tail(stderr: IO[bytes]) -> str:
+    """The last lines the daemon wrote to ``stderr``."""
+    size = stderr.seek(0, os.SEEK_END)
+    stderr.seek(max(0, size - _STDERR_TAIL_BYTES))
+    return stderr.read().decode(errors="replace").strip()
 
 
 def _explain(message: str) -> str:
@@ -171,7 +169,8 @@ def _explain(message: str) -> str:
         message += (
             " (the packaged daemon is built on Debian 12 and links its system "
             "libraries: `apt-get install libgrpc++1.51 libabsl20220623 "
-            "libprotobuf32 liblz4-1 libzstd1 libbz2-1.0 liblzma5 libisal2`, or "
+            "libprotobuf32 liblz4-1 libzstd1 libbz2-1.0 liblzma5 libisal2 "
+            "libspdlog1.10 libfmt9`, or "
             "build persistd on this machine and set PERSISTD_BIN)"
         )
     return message or "it wrote nothing"

@@ -121,12 +121,6 @@ def store_for_socket(socket: str) -> str | None:
     return os.path.join(os.path.dirname(os.path.abspath(socket)), name)
 
 
-def log_path(socket: str) -> str:
-    """Where a daemon started by the client writes its log: beside its
-    socket, in a directory only this user can read."""
-    return os.path.join(os.path.dirname(os.path.abspath(socket)), "persistd.log")
-
-
 def autostart_enabled() -> bool:
     """$PERSISTD_AUTOSTART: whether the client starts a daemon when none
     answers. On by default: someone who writes ``from persistd import
