@@ -21,6 +21,7 @@
 #include "server/io/byte_sink.h"
 #include "server/io/mapped_region.h"
 #include "server/io/scoped_fd.h"
+#include "server/service/streamed_payload.h"
 #include "server/store/dump_writer.h"
 #include "server/store/segment_builder.h"
 
@@ -79,54 +80,6 @@ absl::StatusOr<ScopedFd> MemoryFile(const char* label, absl::string_view bytes) 
   if (status.ok()) status = sink.Finish();
   if (!status.ok()) return status;
   return fd;
-}
-
-// When the payload bytes a dump reads are final. A streamed payload's
-// client raises the count in the memfd's first 8 bytes as it writes; we
-// poll it (backing off to 1 ms) while the encoder has nothing to do.
-// Either way a client that went away ends the dump: its descriptor
-// connection closed (the process died), or it cancelled the call (gRPC
-// sees an explicit cancel, not a vanished peer). IsCancelled() takes a
-// lock in gRPC's sync server: asked on every slice and hole of a 600-array
-// dump it made the dump 5x slower, so it is asked at most every 10 ms.
-PayloadReady MakePayloadReady(grpc::ServerContext* context,
-                              std::shared_ptr<const std::atomic<bool>> sender_alive,
-                              const char* header) {
-  constexpr absl::Duration kStall = absl::Seconds(60);
-  constexpr absl::Duration kCancelCheck = absl::Milliseconds(10);
-  auto next_check = std::make_shared<absl::Time>(absl::InfinitePast());
-  return [context, sender_alive, header, kStall, kCancelCheck,
-          next_check](uint64_t offset) -> absl::Status {
-    absl::Duration pause = absl::Microseconds(20);
-    absl::Time progress = absl::InfinitePast();
-    uint64_t seen = 0;
-    for (;;) {
-      const absl::Time now = absl::Now();
-      if (!sender_alive->load(std::memory_order_acquire)) {
-        return absl::CancelledError("the dump's client process is gone");
-      }
-      if (now >= *next_check) {
-        if (context->IsCancelled()) {
-          return absl::CancelledError("the dump was abandoned by its client");
-        }
-        *next_check = now + kCancelCheck;
-      }
-      if (header == nullptr) return absl::OkStatus();
-      const uint64_t ready = __atomic_load_n(
-          reinterpret_cast<const uint64_t*>(header), __ATOMIC_ACQUIRE);
-      if (ready >= offset) return absl::OkStatus();
-      if (ready != seen || progress == absl::InfinitePast()) {
-        seen = ready;
-        progress = now;
-      } else if (now - progress > kStall) {
-        return absl::DeadlineExceededError(absl::StrCat(
-            "the client stopped filling its dump payload at byte ", ready,
-            " for ", absl::FormatDuration(kStall)));
-      }
-      absl::SleepFor(pause);
-      pause = std::min(pause * 2, absl::Milliseconds(1));
-    }
-  };
 }
 
 // The path the kernel reports for an open descriptor, or `fallback`.
@@ -249,8 +202,8 @@ grpc::Status PersistdService::Dump(grpc::ServerContext* context,
     return Invalid("a streamed payload is a memfd with a 64-byte header");
   }
   const PayloadReady ready =
-      MakePayloadReady(context, delivery->sender_alive,
-                       request->payload_streamed() ? payload.data() : nullptr);
+      WaitForPayload(context, delivery->sender_alive,
+                     request->payload_streamed() ? payload.data() : nullptr, "dump");
   absl::StatusOr<v1::DumpReply> result =
       WriteDump(*request, payload, target, name, threads, ready);
   if (!result.ok()) return ToGrpc(result.status());
@@ -261,7 +214,7 @@ grpc::Status PersistdService::Dump(grpc::ServerContext* context,
   // so its first load needs no decompression; within half the budget, so
   // one dump cannot flush the whole cache. (An uncompressed dump's arrays
   // are written by the client after this reply: nothing to decompress.)
-  if (request->codec() != v1::CODEC_NONE &&
+  if (request->codec() != v1::CODEC_NONE && !request->no_warm() &&
       reply->stream_bytes() <= cache_->stats().budget / 2 &&
       ::fstat(target, &st) == 0) {
     warmer_.Warm(std::move((*fds)[0]), VersionOf(st, false, name), name);
@@ -269,7 +222,7 @@ grpc::Status PersistdService::Dump(grpc::ServerContext* context,
   return grpc::Status::OK;
 }
 
-grpc::Status PersistdService::Load(grpc::ServerContext*,
+grpc::Status PersistdService::Load(grpc::ServerContext* context,
                                    const v1::LoadRequest* request,
                                    v1::LoadReply* reply) {
   const std::string& session = request->session_id();
@@ -281,6 +234,12 @@ grpc::Status PersistdService::Load(grpc::ServerContext*,
   }
   if (request->source_case() == v1::LoadRequest::kSourceInline) {
     return ToGrpc(LoadInline(*request, reply));
+  }
+  if (request->source_case() == v1::LoadRequest::kRemote) {
+    return ToGrpc(LoadRemote(*request, reply));
+  }
+  if (!request->fetch_ticket().empty()) {
+    return ToGrpc(FulfillFetch(context, *request, reply));
   }
   if (request->source_case() != v1::LoadRequest::kFdsToken) {
     return Invalid("LoadRequest needs fds_token or source_inline");
@@ -317,6 +276,111 @@ grpc::Status PersistdService::Load(grpc::ServerContext*,
   reply->set_lease_id(acquired->lease_id);
   reply->set_cache_hit(acquired->hit);
   return grpc::Status::OK;
+}
+
+absl::Status PersistdService::LoadRemote(const v1::LoadRequest& request,
+                                         v1::LoadReply* reply) {
+  const v1::RemoteObject& object = request.remote();
+  if (request.session_id().empty()) {
+    return absl::InvalidArgumentError(
+        "a remote load needs a session (its client may become the fetcher)");
+  }
+  if (object.url().find("://") == std::string::npos) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "a remote load needs the object's URL with its protocol, not '",
+        object.url(), "'"));
+  }
+  if (object.etag().empty() && object.mtime_ns() == 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        object.url(), ": the store reported neither an etag nor a "
+        "modification time, so no version of it can be told from another"));
+  }
+  if (object.size() == 0) {
+    return absl::OutOfRangeError(absl::StrCat(
+        object.url(), " is empty: it is not a joblib file (was the dump "
+        "interrupted?)"));
+  }
+  SourceVersion version;
+  version.url = object.url();
+  version.etag = object.etag();
+  version.size = object.size();
+  version.mtime_ns = object.mtime_ns();
+  version.raw = request.raw();
+  version.path = object.url();
+  absl::StatusOr<SegmentCache::Claimed> claimed =
+      cache_->Claim(version, request.session_id());
+  if (!claimed.ok()) return claimed.status();
+  if (!claimed->ticket.empty()) {
+    reply->set_fetch_ticket(claimed->ticket);
+    return absl::OkStatus();
+  }
+  const SegmentCache::Acquired& acquired = claimed->acquired;
+  *reply = acquired.segment->index;
+  reply->set_generation(acquired.segment->generation);
+  reply->set_lease_id(acquired.lease_id);
+  reply->set_cache_hit(acquired.hit);
+  return absl::OkStatus();
+}
+
+absl::Status PersistdService::FulfillFetch(grpc::ServerContext* context,
+                                           const v1::LoadRequest& request,
+                                           v1::LoadReply* reply) {
+  absl::StatusOr<DescriptorInbox::Delivery> delivery =
+      inbox_->Take(request.fds_token(), 1, kFdWait);
+  if (!delivery.ok()) return delivery.status();
+  ScopedFd staging = std::move(delivery->fds[0]);
+  const std::shared_ptr<const std::atomic<bool>> alive = delivery->sender_alive;
+  const bool streamed = request.fetch_streamed();
+  // Runs as the claimed build, which knows the object's version; every
+  // failure here fails that build and leaves no segment.
+  auto build = [&](const SourceVersion& version, const std::string& path,
+                   uint64_t* segment_size) -> absl::StatusOr<v1::LoadReply> {
+    const std::string what = absl::StrCat("fetch of ", version.url);
+    const uint64_t offset = streamed ? kStreamHeaderBytes : 0;
+    struct stat st;
+    if (::fstat(staging.get(), &st) != 0) {
+      return ErrnoStatus("stat the staging file of", version.url, errno);
+    }
+    if (!S_ISREG(st.st_mode) ||
+        static_cast<uint64_t>(st.st_size) != offset + version.size) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "the staging file of ", version.url, " must be a regular file of ",
+          offset + version.size, " bytes (the object's ", version.size,
+          streamed ? " after a 64-byte header" : "", "), not ", st.st_size));
+    }
+    MappedRegion header;
+    if (streamed) {
+      absl::StatusOr<MappedRegion> mapped = MapSealed(staging.get(), what);
+      if (!mapped.ok()) {
+        return absl::FailedPreconditionError(mapped.status().message());
+      }
+      header = *std::move(mapped);
+    }
+    const PayloadReady ready = WaitForPayload(
+        context, alive, streamed ? header.view().data() : nullptr, what);
+    SegmentSource source{staging.get(), version.size, version.url, version.raw};
+    source.offset = offset;
+    source.ready = ready;
+    source.release_behind = streamed;
+    absl::StatusOr<v1::LoadReply> built = BuildSegment(source, path, segment_size);
+    // The build may not need the object's last bytes (those after an
+    // uncompressed pickle's STOP): the segment is kept only once the
+    // client has fetched the whole object, as the version it asked for.
+    absl::Status complete = built.ok() ? ready(offset + version.size)
+                                       : absl::OkStatus();
+    if (!complete.ok()) {
+      ::unlink(path.c_str());
+      return complete;
+    }
+    return built;
+  };
+  absl::StatusOr<SegmentCache::Acquired> acquired =
+      cache_->Fulfill(request.fetch_ticket(), request.session_id(), build);
+  if (!acquired.ok()) return acquired.status();
+  *reply = acquired->segment->index;
+  reply->set_generation(acquired->segment->generation);
+  reply->set_lease_id(acquired->lease_id);
+  return absl::OkStatus();
 }
 
 absl::Status PersistdService::LoadInline(const v1::LoadRequest& request,

@@ -60,6 +60,13 @@ class PersistdService final
   // Load of a small source sent inline: the result comes back inline when
   // it is small too, else as a private segment.
   absl::Status LoadInline(const v1::LoadRequest& request, v1::LoadReply* reply);
+  // Load of an object-store object (LoadRequest.remote): its segment, or a
+  // fetch ticket that makes the client its fetcher on this node.
+  absl::Status LoadRemote(const v1::LoadRequest& request, v1::LoadReply* reply);
+  // Redeems a fetch ticket: builds the object's segment from the staging
+  // descriptor while the client fills it.
+  absl::Status FulfillFetch(grpc::ServerContext* context,
+                            const v1::LoadRequest& request, v1::LoadReply* reply);
 
   const ServiceInfo info_;
   DescriptorInbox* const inbox_;

@@ -16,17 +16,15 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "proto/persistd.pb.h"
+#include "server/store/payload_ready.h"
 
 namespace persistd {
 
 // `payload` holds the bytes the request's extents refer to; `fd` is the
 // empty target, open for writing at offset 0; `name` is for messages.
 // `ready(offset)` is called before the stream reads payload bytes below
-// `offset` (in slices of at most 256 KiB); it returns OK once they are
-// final, or an error that ends the dump: CancelledError when the client went
-// away, whatever a payload the client still fills (payload_streamed) needs.
-// On error the target holds a partial stream: the client discards it.
-using PayloadReady = std::function<absl::Status(uint64_t offset)>;
+// `offset` (in slices of at most 256 KiB); its error ends the dump. On
+// error the target holds a partial stream: the client discards it.
 absl::StatusOr<v1::DumpReply> WriteDump(const v1::DumpRequest& request,
                                         absl::string_view payload, int fd,
                                         const std::string& name, int threads,

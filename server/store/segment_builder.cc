@@ -105,19 +105,22 @@ bool MostlyUncached(int fd, uint64_t start, uint64_t end) {
 
 // The source read with pread, piece by piece, into one reusable buffer.
 // Never mapped: a source truncated under us is an error, not a SIGBUS.
+// With a `ready` function (a source its client is still filling), each
+// piece is read once `ready` says it is final.
 //
 // With drop_behind, the pages read are dropped from the page cache once
 // the decoder is done with them: a compressed source that was not cached is
 // read once per version (the segment is the cached form), and caching it
 // would double the memory a load costs; its freed pages are the first that
-// the segment's writes reuse.
+// the segment's writes reuse. With punch_behind (a staging file nobody
+// reads again) they are freed for good: holes are punched in it.
 class FileSource : public ByteSource {
  public:
   FileSource(int fd, uint64_t start, uint64_t end, const std::string& name,
-             bool drop_behind)
+             bool drop_behind, bool punch_behind, const PayloadReady& ready)
       : fd_(fd), pos_(start), end_(end), name_(name),
         buffer_(new char[kReadSize]), drop_behind_(drop_behind),
-        dropped_(start) {}
+        punch_behind_(punch_behind), ready_(ready), dropped_(start) {}
   ~FileSource() override { DropBehind(); }
 
   // Makes Read report the end of the input from now on (used for
@@ -128,7 +131,8 @@ class FileSource : public ByteSource {
     DropBehind();  // the last piece is consumed
     if (pos_ >= end_) return absl::string_view();
     size_t n = static_cast<size_t>(std::min<uint64_t>(kReadSize, end_ - pos_));
-    absl::Status status = PreadExactly(fd_, pos_, n, buffer_.get(), name_, end_);
+    absl::Status status = ready_ ? ready_(pos_ + n) : absl::OkStatus();
+    if (status.ok()) status = PreadExactly(fd_, pos_, n, buffer_.get(), name_, end_);
     if (!status.ok()) return error_ = status;
     pos_ += n;
     return absl::string_view(buffer_.get(), n);
@@ -139,6 +143,17 @@ class FileSource : public ByteSource {
 
  private:
   void DropBehind() {
+    if (punch_behind_) {
+      // Whole pages only: the first one holds the staging header.
+      const uint64_t from = AlignUp(dropped_, 4096);
+      const uint64_t to = pos_ / 4096 * 4096;
+      if (to > from) {
+        ::fallocate(fd_, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                    static_cast<off_t>(from), static_cast<off_t>(to - from));
+        dropped_ = to;
+      }
+      return;
+    }
     if (!drop_behind_ || pos_ <= dropped_) return;
     ::posix_fadvise(fd_, static_cast<off_t>(dropped_),
                     static_cast<off_t>(pos_ - dropped_), POSIX_FADV_DONTNEED);
@@ -151,6 +166,8 @@ class FileSource : public ByteSource {
   const std::string& name_;
   std::unique_ptr<char[]> buffer_;
   const bool drop_behind_;
+  const bool punch_behind_;
+  const PayloadReady& ready_;
   uint64_t dropped_;
   absl::Status error_;
 };
@@ -404,7 +421,12 @@ absl::StatusOr<SourceHead> ReadHead(const SegmentSource& source) {
   const std::string& name = source.display_name;
   char head[kHeadSize];
   size_t n = static_cast<size_t>(std::min<uint64_t>(source.size, kHeadSize));
-  absl::Status status = PreadExactly(source.fd, 0, n, head, name, source.size);
+  absl::Status status =
+      source.ready ? source.ready(source.offset + n) : absl::OkStatus();
+  if (status.ok()) {
+    status = PreadExactly(source.fd, source.offset, n, head, name,
+                          source.offset + source.size);
+  }
   if (!status.ok()) return status;
   absl::string_view prefix(head, n);
   SourceHead result;
@@ -493,9 +515,11 @@ absl::StatusOr<v1::LoadReply> BuildSegmentInto(const SegmentSource& source,
   ::posix_fadvise(source.fd, 0, 0, POSIX_FADV_SEQUENTIAL);
 
   const Codec codec = static_cast<Codec>(head->codec);
-  FileSource input(source.fd, head->stream_start, source.size, name,
-                   codec != Codec::kNone &&
-                       MostlyUncached(source.fd, 0, source.size));
+  const uint64_t end = source.offset + source.size;
+  FileSource input(source.fd, source.offset + head->stream_start, end, name,
+                   codec != Codec::kNone && !source.release_behind &&
+                       MostlyUncached(source.fd, source.offset, end),
+                   source.release_behind, source.ready);
   const PickleLimits limits =
       source.limits != nullptr ? *source.limits : DefaultBuildLimits();
   const bool raw = source.raw;

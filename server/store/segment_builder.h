@@ -22,6 +22,7 @@
 #include "absl/strings/string_view.h"
 #include "proto/persistd.pb.h"
 #include "server/format/pickle_limits.h"
+#include "server/store/payload_ready.h"
 
 namespace persistd {
 
@@ -36,6 +37,17 @@ struct SegmentSource {
   bool raw = false;            // decompress only (LoadRequest.raw)
   // What indexing the stream may cost; null: DefaultBuildLimits().
   const PickleLimits* limits = nullptr;
+  // Where the source's bytes start in `fd` (a staging file's header
+  // precedes them).
+  uint64_t offset = 0;
+  // For a descriptor its client is still filling (a remote object being
+  // fetched): called with an offset in `fd` before any byte below it is
+  // read, so the build decompresses as the bytes arrive. Null: all final.
+  PayloadReady ready;
+  // The descriptor is a staging file nobody reads again: its pages are
+  // released (holes punched) once decoded, so it never holds the whole
+  // compressed object while the segment is written.
+  bool release_behind = false;
 };
 
 // The limits of builds whose source names none: the daemon's

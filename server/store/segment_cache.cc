@@ -10,10 +10,14 @@
 #include <exception>
 #include <fstream>
 #include <new>
+#include <random>
 #include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/time/clock.h"
+#include "common/log/log.h"
 #include "proto/store.pb.h"
 
 namespace persistd {
@@ -88,9 +92,11 @@ void SegmentCache::AdoptRecordsLocked() {
     segment->version.ctime_ns = record.ctime_ns();
     segment->version.raw = record.raw();
     segment->version.path = record.source_path();
+    segment->version.url = record.url();
+    segment->version.etag = record.etag();
     segment->index = record.index();
     auto entry = std::make_unique<Entry>();
-    entry->key = std::make_tuple(record.dev(), record.ino(), record.raw());
+    entry->key = segment->version.key();
     entry->segment = segment;
     entry->recorded = true;
     keep.insert(seg_path);
@@ -134,6 +140,8 @@ void SegmentCache::WriteRecord(const Segment& segment) {
   record.set_mtime_ns(segment.version.mtime_ns);
   record.set_ctime_ns(segment.version.ctime_ns);
   record.set_raw(segment.version.raw);
+  record.set_url(segment.version.url);
+  record.set_etag(segment.version.etag);
   *record.mutable_index() = segment.index;
   record.set_index_version(kIndexVersion);
   // Written under a temporary name and renamed: a record is whole or absent.
@@ -184,74 +192,197 @@ void SegmentCache::FinishBuildLocked(Entry* entry, const std::string& path,
   entries_.erase(entry);
 }
 
+std::string SegmentCache::SegmentPath(uint64_t generation) const {
+  return absl::StrCat(dir_, "/", generation, ".seg");
+}
+
+bool SegmentCache::Refetchable(const absl::Status& status) {
+  switch (status.code()) {
+    case absl::StatusCode::kCancelled:          // the fetcher cancelled or died
+    case absl::StatusCode::kAborted:            // its session ended
+    case absl::StatusCode::kDeadlineExceeded:   // it stalled, or never came
+    case absl::StatusCode::kFailedPrecondition: // its staging file was wrong
+      return true;
+    default:
+      return false;
+  }
+}
+
+absl::StatusOr<bool> SegmentCache::FindLocked(const SourceVersion& version,
+                                              bool cacheable,
+                                              const std::string& session,
+                                              Acquired* out) {
+  const SourceVersion::Key key = version.key();
+  while (true) {
+    if (shutting_down_) return ShuttingDown();
+    if (!cacheable) return false;
+    auto it = current_.find(key);
+    if (it == current_.end()) return false;
+    Entry* found = it->second;
+    if (!found->segment) {
+      // Another request is building it: wait for that build to end, and
+      // share its failure (building again would fail again, and take as
+      // long) -- unless it was a fetch whose client gave up or went away:
+      // then the next one to come claims it again. A claimed build is
+      // waited for in steps, so that a ticket that lapses is noticed.
+      std::shared_ptr<Build> theirs = found->build;
+      while (!theirs->done && !shutting_down_) {
+        if (version.remote()) {
+          built_.WaitWithTimeout(&mu_, absl::Seconds(1));
+          LapseTicketsLocked("");
+        } else {
+          built_.Wait(&mu_);
+        }
+      }
+      if (theirs->done && !theirs->status.ok() &&
+          !(version.remote() && Refetchable(theirs->status))) {
+        return theirs->status;
+      }
+      continue;
+    }
+    if (found->segment->version.Matches(version) &&
+        SegmentFileMissing(found->segment->path)) {
+      // Removed by hand (or by a tmp cleaner): rebuild it rather than
+      // hand out a path the client cannot open.
+      fprintf(stderr, "persistd: segment %s of %s is gone; rebuilding it\n",
+              found->segment->path.c_str(), version.path.c_str());
+      ::mkdir(dir_.c_str(), 0700);
+      RetireLocked(found);
+      return false;
+    }
+    if (found->segment->version.Matches(version)) {
+      ++hits_;
+      if (found->segment->version.ctime_ns != version.ctime_ns) {
+        // First load of a file this daemon wrote: learn its ctime.
+        auto learned = std::make_shared<Segment>(*found->segment);
+        learned->version.ctime_ns = version.ctime_ns;
+        found->segment = std::move(learned);
+      }
+      out->segment = found->segment;
+      out->hit = true;
+      if (!session.empty()) {
+        out->lease_id = LeaseLocked(session, found);
+      } else if (found->in_lru) {
+        lru_.erase(found->lru_pos);
+        lru_.push_back(found);
+        found->lru_pos = std::prev(lru_.end());
+      }
+      return true;
+    }
+    // The source changed: the old segment stops being served but lives
+    // on (unlinked once unleased) for the clients that map it.
+    RetireLocked(found);
+    return false;
+  }
+}
+
+SegmentCache::Entry* SegmentCache::StartBuildLocked(const SourceVersion& version,
+                                                    bool cacheable,
+                                                    uint64_t* generation) {
+  auto owned = std::make_unique<Entry>();
+  Entry* entry = owned.get();
+  entry->key = version.key();
+  entry->build = std::make_shared<Build>();
+  entries_[entry] = std::move(owned);
+  if (cacheable) current_[entry->key] = entry;
+  *generation = next_generation_++;
+  return entry;
+}
+
 absl::StatusOr<SegmentCache::Acquired> SegmentCache::Acquire(
     const SourceVersion& version, bool cacheable, const Builder& build,
     const std::string& session) {
-  auto key = std::make_tuple(version.dev, version.ino, version.raw);
   Entry* entry = nullptr;
   uint64_t generation;
   {
     absl::MutexLock lock(&mu_);
     ++loads_;
-    while (true) {
-      if (shutting_down_) return ShuttingDown();
-      if (!cacheable) break;
-      auto it = current_.find(key);
-      if (it == current_.end()) break;
-      Entry* found = it->second;
-      if (!found->segment) {
-        // Another request is building it: wait for that build to end, and
-        // share its failure (building again would fail again, and take as
-        // long).
-        std::shared_ptr<Build> theirs = found->build;
-        while (!theirs->done && !shutting_down_) built_.Wait(&mu_);
-        if (theirs->done && !theirs->status.ok()) return theirs->status;
-        continue;
-      }
-      if (found->segment->version.Matches(version) &&
-          SegmentFileMissing(found->segment->path)) {
-        // Removed by hand (or by a tmp cleaner): rebuild it rather than
-        // hand out a path the client cannot open.
-        fprintf(stderr, "persistd: segment %s of %s is gone; rebuilding it\n",
-                found->segment->path.c_str(), version.path.c_str());
-        ::mkdir(dir_.c_str(), 0700);
-        RetireLocked(found);
-        break;
-      }
-      if (found->segment->version.Matches(version)) {
-        ++hits_;
-        if (found->segment->version.ctime_ns != version.ctime_ns) {
-          // First load of a file this daemon wrote: learn its ctime.
-          auto learned = std::make_shared<Segment>(*found->segment);
-          learned->version.ctime_ns = version.ctime_ns;
-          found->segment = std::move(learned);
-        }
-        Acquired result;
-        result.segment = found->segment;
-        result.hit = true;
-        if (!session.empty()) result.lease_id = LeaseLocked(session, found);
-        else if (found->in_lru) {
-          lru_.erase(found->lru_pos);
-          lru_.push_back(found);
-          found->lru_pos = std::prev(lru_.end());
-        }
-        return result;
-      }
-      // The source changed: the old segment stops being served but lives
-      // on (unlinked once unleased) for the clients that map it.
-      RetireLocked(found);
-      break;
-    }
-    auto owned = std::make_unique<Entry>();
-    entry = owned.get();
-    entry->key = key;
-    entry->build = std::make_shared<Build>();
-    entries_[entry] = std::move(owned);
-    if (cacheable) current_[key] = entry;
-    generation = next_generation_++;
+    Acquired found;
+    absl::StatusOr<bool> hit = FindLocked(version, cacheable, session, &found);
+    if (!hit.ok()) return hit.status();
+    if (*hit) return found;
+    entry = StartBuildLocked(version, cacheable, &generation);
   }
+  return RunBuild(entry, generation, version, cacheable, build, session);
+}
 
-  std::string path = absl::StrCat(dir_, "/", generation, ".seg");
+absl::StatusOr<SegmentCache::Claimed> SegmentCache::Claim(
+    const SourceVersion& version, const std::string& session) {
+  if (!version.remote() || session.empty()) {
+    return absl::InvalidArgumentError(
+        "only a remote source, loaded under a session, can be claimed");
+  }
+  absl::MutexLock lock(&mu_);
+  ++loads_;
+  Claimed claimed;
+  absl::StatusOr<bool> hit =
+      FindLocked(version, /*cacheable=*/true, session, &claimed.acquired);
+  if (!hit.ok()) return hit.status();
+  if (*hit) return claimed;
+  uint64_t generation;
+  Entry* entry = StartBuildLocked(version, /*cacheable=*/true, &generation);
+  static thread_local std::mt19937_64 rng(std::random_device{}());
+  claimed.ticket = absl::StrFormat("T%d-%016x", generation, rng());
+  tickets_[claimed.ticket] =
+      Ticket{entry, generation, version, session,
+             absl::Now() + absl::Seconds(kTicketLifetimeSeconds)};
+  return claimed;
+}
+
+absl::StatusOr<SegmentCache::Acquired> SegmentCache::Fulfill(
+    const std::string& ticket, const std::string& session,
+    const FetchBuilder& build) {
+  Ticket claimed;
+  {
+    absl::MutexLock lock(&mu_);
+    LapseTicketsLocked("");
+    auto it = tickets_.find(ticket);
+    if (it == tickets_.end() || it->second.session != session) {
+      return absl::NotFoundError(absl::StrCat(
+          "fetch ticket ", ticket, " is unknown to this session, or lapsed (a ticket "
+          "is redeemed within ", kTicketLifetimeSeconds, " s): load again"));
+    }
+    claimed = std::move(it->second);
+    tickets_.erase(it);
+    if (shutting_down_) {
+      FinishBuildLocked(claimed.entry, SegmentPath(claimed.generation),
+                        ShuttingDown());
+      return ShuttingDown();
+    }
+  }
+  const SourceVersion& version = claimed.version;
+  auto run = [&build, &version](const std::string& path, uint64_t* size) {
+    return build(version, path, size);
+  };
+  return RunBuild(claimed.entry, claimed.generation, version, /*cacheable=*/true,
+                  run, session);
+}
+
+void SegmentCache::LapseTicketsLocked(const std::string& session) {
+  const absl::Time now = absl::Now();
+  for (auto it = tickets_.begin(); it != tickets_.end();) {
+    const Ticket& t = it->second;
+    const bool ended = !session.empty() && t.session == session;
+    if (!ended && now < t.deadline) {
+      ++it;
+      continue;
+    }
+    const absl::Status status =
+        ended ? absl::AbortedError(absl::StrCat(
+                    "the client fetching ", t.version.url, " went away"))
+              : absl::DeadlineExceededError(absl::StrCat(
+                    "the client that was to fetch ", t.version.url,
+                    " did not send it within ", kTicketLifetimeSeconds, " s"));
+    log::Warning("fetch %s failed: %s", it->first, status.message());
+    FinishBuildLocked(t.entry, SegmentPath(t.generation), status);
+    it = tickets_.erase(it);
+  }
+}
+
+absl::StatusOr<SegmentCache::Acquired> SegmentCache::RunBuild(
+    Entry* entry, uint64_t generation, const SourceVersion& version,
+    bool cacheable, const Builder& build, const std::string& session) {
+  std::string path = SegmentPath(generation);
   // Ends the build however this function is left, an exception included.
   class Finisher {
    public:
@@ -342,6 +473,7 @@ void SegmentCache::Release(const std::string& session,
 
 void SegmentCache::EndSession(const std::string& session) {
   absl::MutexLock lock(&mu_);
+  LapseTicketsLocked(session);
   auto it = sessions_.find(session);
   if (it == sessions_.end()) return;
   for (const std::string& lease_id : it->second) {

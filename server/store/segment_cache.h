@@ -18,6 +18,14 @@
 //    (and its file) and waking all waiters, so no request waits on a build
 //    that will not finish; the waiters of a failed build return its error,
 //    and a request that comes later builds again.
+//  - a remote source (an object-store object, SourceVersion::url set) is
+//    never read by the daemon: its build is *claimed* by one client
+//    (Claim), which fetches the bytes and feeds the build (Fulfill). A
+//    claimed build that is not fulfilled is in tickets_, and leaves it
+//    when it is fulfilled, or fails once its session ends or its ticket
+//    lapses (kTicketLifetime) -- so waiting for a claimed build ends too.
+//    When a remote build fails because its fetcher gave up or went away
+//    (Refetchable), its waiters claim again: one becomes the fetcher.
 //  - once shutting_down_ is set, no request waits or starts a build.
 //
 // Thread-safe.
@@ -37,11 +45,14 @@
 
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 #include "proto/persistd.pb.h"
 
 namespace persistd {
 
-// What identifies one version of a source file.
+// What identifies one version of a source: a file (dev, ino, size, mtime,
+// ctime), or an object-store object (url, and its store's etag or version
+// id with its size; its last-modified when the store reports neither).
 struct SourceVersion {
   // A ctime not known yet: a file this daemon wrote is linked and renamed
   // into place by its client afterwards, which changes its ctime.
@@ -54,19 +65,25 @@ struct SourceVersion {
   int64_t ctime_ns = 0;
   bool raw = false;  // LoadRequest.raw gives a different segment
   std::string path;  // informational (records, logs); not part of identity
+  // A remote source: its URL (with protocol) and etag; dev and ino are 0.
+  std::string url;
+  std::string etag;
 
-  bool SameFile(const SourceVersion& o) const {
-    return dev == o.dev && ino == o.ino && raw == o.raw;
-  }
-  bool operator==(const SourceVersion& o) const {
-    return SameFile(o) && size == o.size && mtime_ns == o.mtime_ns &&
-           ctime_ns == o.ctime_ns;
-  }
-  // Whether `observed` (a fresh fstat) is this version: equal, or equal
-  // but for the ctime this version does not know yet.
+  // Which source (any version): the cache's key.
+  using Key = std::tuple<uint64_t, uint64_t, bool, std::string>;
+  Key key() const { return Key(dev, ino, raw, url); }
+  bool remote() const { return !url.empty(); }
+
+  bool SameFile(const SourceVersion& o) const { return key() == o.key(); }
+  // Whether `observed` (a fresh fstat, or the store's report) is this
+  // version: equal, or equal but for the ctime this version does not know
+  // yet. An object's etag says it all; its last-modified counts without.
   bool Matches(const SourceVersion& observed) const {
-    return SameFile(observed) && size == observed.size &&
-           mtime_ns == observed.mtime_ns &&
+    if (!SameFile(observed) || size != observed.size || etag != observed.etag) {
+      return false;
+    }
+    if (remote() && !etag.empty()) return true;
+    return mtime_ns == observed.mtime_ns &&
            (ctime_ns == kUnknownCtime || ctime_ns == observed.ctime_ns);
   }
 };
@@ -85,6 +102,12 @@ class SegmentCache {
   // Writes the segment file at `path` and returns its index.
   using Builder = std::function<absl::StatusOr<v1::LoadReply>(
       const std::string& path, uint64_t* size)>;
+  // The same for a claimed build, told which version it builds.
+  using FetchBuilder = std::function<absl::StatusOr<v1::LoadReply>(
+      const SourceVersion& version, const std::string& path, uint64_t* size)>;
+
+  // How long a claimed build waits for its fetcher's Fulfill.
+  static constexpr int kTicketLifetimeSeconds = 30;
 
   // What a built index holds, recorded with each segment: bumped when the
   // builder's LoadReply gains a field that older records lack (1:
@@ -112,7 +135,32 @@ class SegmentCache {
                                    bool cacheable, const Builder& build,
                                    const std::string& session);
 
+  // For a remote source (`version.url` set), which the daemon cannot read:
+  // its segment, leased to `session` (which must not be empty), when one is
+  // cached or being built (waiting for that build); otherwise a claim:
+  // a build registered for `version` that the caller's client is to feed,
+  // named by `ticket` (and no segment). Other requests for the version
+  // wait for that build.
+  struct Claimed {
+    Acquired acquired;   // its segment is null when `ticket` is set
+    std::string ticket;
+  };
+  absl::StatusOr<Claimed> Claim(const SourceVersion& version,
+                                const std::string& session);
+  // Runs the build `session` claimed under `ticket` with `build`, and
+  // leases the segment to `session`. NotFound for a ticket that is unknown,
+  // lapsed, fulfilled already or another session's.
+  absl::StatusOr<Acquired> Fulfill(const std::string& ticket,
+                                   const std::string& session,
+                                   const FetchBuilder& build);
+  // Whether a remote build that failed with `status` failed because its
+  // fetcher gave up or went away (the object may be fine): its waiters
+  // claim again instead of sharing the failure.
+  static bool Refetchable(const absl::Status& status);
+
   void Release(const std::string& session, const std::string& lease_id);
+  // Drops the session's leases, and fails the builds it claimed and has
+  // not fulfilled.
   void EndSession(const std::string& session);
 
   // Makes every request waiting for a build, and every later Acquire,
@@ -163,7 +211,7 @@ class SegmentCache {
     std::shared_ptr<Build> build;            // while building (and after)
     int leases = 0;
     bool current = true;  // serves the newest version of its source
-    std::tuple<uint64_t, uint64_t, bool> key;
+    SourceVersion::Key key;
     std::list<Entry*>::iterator lru_pos;
     bool in_lru = false;
     bool recorded = false;  // has a .meta file
@@ -184,6 +232,24 @@ class SegmentCache {
   void FinishBuildLocked(Entry* entry, const std::string& path,
                          const absl::Status& status)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The lookup of Acquire and Claim: true with *out filled when a segment
+  // serves `version` (waiting for a build in progress first); false when
+  // the caller is to build it (an entry of a changed source is retired).
+  absl::StatusOr<bool> FindLocked(const SourceVersion& version, bool cacheable,
+                                  const std::string& session, Acquired* out)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // A new entry, building, for `version`; current when `cacheable`.
+  Entry* StartBuildLocked(const SourceVersion& version, bool cacheable,
+                          uint64_t* generation) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Runs `build` for `entry` (see Acquire) and ends its build.
+  absl::StatusOr<Acquired> RunBuild(Entry* entry, uint64_t generation,
+                                    const SourceVersion& version, bool cacheable,
+                                    const Builder& build, const std::string& session);
+  // Fails the claimed builds whose ticket lapsed (all of `session`'s when
+  // it is not empty).
+  void LapseTicketsLocked(const std::string& session)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  std::string SegmentPath(uint64_t generation) const;
 
   const std::string dir_;
   const uint64_t budget_;
@@ -192,8 +258,17 @@ class SegmentCache {
   absl::CondVar built_;
   uint64_t next_generation_ ABSL_GUARDED_BY(mu_) = 1;
   uint64_t next_lease_ ABSL_GUARDED_BY(mu_) = 1;
-  // (dev, ino, raw) -> the entry serving the newest version.
-  std::map<std::tuple<uint64_t, uint64_t, bool>, Entry*> current_ ABSL_GUARDED_BY(mu_);
+  // Source key -> the entry serving (or building) the newest version.
+  std::map<SourceVersion::Key, Entry*> current_ ABSL_GUARDED_BY(mu_);
+  // Claimed builds waiting for their fetcher, by ticket.
+  struct Ticket {
+    Entry* entry;
+    uint64_t generation;
+    SourceVersion version;
+    std::string session;
+    absl::Time deadline;
+  };
+  std::map<std::string, Ticket> tickets_ ABSL_GUARDED_BY(mu_);
   std::map<Entry*, std::unique_ptr<Entry>> entries_ ABSL_GUARDED_BY(mu_);
   std::list<Entry*> lru_ ABSL_GUARDED_BY(mu_);  // front = least recently used
   struct LeaseRecord {

@@ -27,7 +27,7 @@ import weakref
 from collections.abc import Callable, Iterable
 from typing import Any, BinaryIO, Literal, Optional, Tuple, Union
 
-from persistd import transport
+from persistd import remote, transport
 from persistd._proto import persistd_pb2 as pb
 from persistd.compression import check_compress, resolve_compress
 from persistd.files import (
@@ -96,6 +96,10 @@ def dump(
         )
     choice = resolve_compress(compress, method, level, from_true, path)
     protocol = _pickle_protocol(protocol)
+    if remote.is_url(path):
+        return remote.dump(
+            endpoint, path, lambda fd, warm: _dump_into(endpoint, value, fd, choice, protocol, path, warm)
+        )
     if path is not None:
         with TempTarget(path) as target:
             reply = _dump_into(endpoint, value, target.fd, choice, protocol, path)
@@ -143,6 +147,8 @@ def load(
             "expected str, bytes, os.PathLike object or a file object, not %s"
             % type(filename).__name__
         )
+    if remote.is_url(filename):
+        return remote.load(endpoint, filename, mode, ensure, allowed)
     return _load_path(endpoint, filename, mmap_mode, mode, ensure, allowed)
 
 
@@ -154,9 +160,10 @@ def _dump_into(
     choice: Any,
     protocol: int,
     filename: str | None,
+    warm: bool = True,
 ) -> Any:
     """Pickle ``value`` and have the daemon write joblib's stream into the
-    empty file ``fd``. Uncompressed array bytes are written here, into the
+    empty file ``fd`` (and, when ``warm``, build its segment afterwards). Uncompressed array bytes are written here, into the
     holes the daemon left, straight from the arrays' buffers; compressed
     ones reach the daemon inline (small) or through a memfd, streamed so
     the daemon compresses while they are copied in."""
@@ -171,6 +178,7 @@ def _dump_into(
         level=choice.level,
         display_name=filename or "",
         payload_streamed=streamed,
+        no_warm=not warm,
     )
     if plan.size <= INLINE_PAYLOAD_BYTES:
         request.payload_inline = bytes(plan.payload_bytes())

@@ -340,9 +340,12 @@ class Endpoint:
         lease: bool = True,
         transient: bool = False,
         filename: str | None = None,
+        remote: Any = None,
     ) -> tuple[Any, str]:
-        """``Load`` of the file open at ``fd`` (or of ``source_inline``)
-        under this process's session. Returns (reply, session_id).
+        """``Load`` of the file open at ``fd`` (or of ``source_inline``, or
+        of the object-store object ``remote``, a ``pb.RemoteObject``: see
+        ``persistd.remote``) under this process's session. Returns (reply,
+        session_id).
 
         Retried once on a fresh connection when the daemon went away (the
         descriptor is sent again: the caller still holds it), and once with
@@ -357,7 +360,9 @@ class Endpoint:
                     session_id=session, raw=raw, transient=transient,
                     display_name=filename or "",
                 )
-                if fd >= 0:
+                if remote is not None:
+                    request.remote.CopyFrom(remote)
+                elif fd >= 0:
                     request.fds_token = conn.send_fds([fd])
                 else:
                     request.source_inline = source_inline
