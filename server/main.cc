@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "common/log/log.h"
 #include "grpcpp/server.h"
 #include "grpcpp/server_builder.h"
 #include "grpcpp/support/server_interceptor.h"
@@ -31,7 +32,9 @@
 #include "server/io/unix_socket.h"
 #include "server/service/descriptor_inbox.h"
 #include "server/service/listener.h"
+#include "server/service/peer_table.h"
 #include "server/service/persistd_service.h"
+#include "server/service/rpc_log.h"
 #include "server/store/segment_builder.h"
 #include "server/store/segment_cache.h"
 
@@ -96,8 +99,9 @@ class InflightCounter : public grpc::experimental::ServerInterceptorFactoryInter
   std::atomic<int> inflight_{0};
 };
 
+// Until the daemon serves, errors also reach stderr (see log::Options).
 int Fail(const absl::Status& status) {
-  fprintf(stderr, "persistd: %s\n", std::string(status.message()).c_str());
+  log::Error("persistd: %s", status.message());
   return 1;
 }
 
@@ -135,6 +139,15 @@ int Run(const DaemonOptions& options) {
         "another persistd already uses the store ", store,
         "; stop it or pass a different --store")));
   }
+  // Only the daemon holding the store's lock writes its log.
+  {
+    log::Options log_options;
+    log_options.level = options.log_level;
+    log_options.file = LogFile(options);
+    if (log_options.file != "-") log_options.file = Absolute(log_options.file);
+    absl::Status status = log::Configure(log_options);
+    if (!status.ok()) return Fail(status);
+  }
 
   absl::StatusOr<std::unique_ptr<Listener>> listener = Listener::Bind(socket_path);
   if (!listener.ok()) return Fail(listener.status());
@@ -151,6 +164,7 @@ int Run(const DaemonOptions& options) {
   ServiceInfo info{kPersistdVersion, store, socket_path, options.codec_threads,
                    options.fsync};
   PersistdService service(info, inbox->get(), &cache);
+  PeerTable peers;
 
   grpc::ServerBuilder builder;
   builder.RegisterService(&service);
@@ -160,6 +174,7 @@ int Run(const DaemonOptions& options) {
     std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>>
         interceptors;
     interceptors.emplace_back(inflight);
+    interceptors.emplace_back(new RpcLog(&peers));
     builder.experimental().SetInterceptorCreators(std::move(interceptors));
   }
   // Requests carry at most an inline payload (1 MiB) or source (64 KiB)
@@ -172,22 +187,20 @@ int Run(const DaemonOptions& options) {
     return Fail(absl::InternalError("could not start the gRPC server"));
   }
   (*inbox)->Start();
-  (*listener)->Start(server.get());
-  fprintf(stderr,
-          "persistd %s: serving %s (store %s, cache budget %llu bytes, %d codec "
-          "threads, fsync %s, pickle limits %llu bytes / %llu bytes of memory, "
-          "pid %d)\n",
-          kPersistdVersion, socket_path.c_str(), store.c_str(),
-          static_cast<unsigned long long>(options.cache_bytes),
-          options.codec_threads, options.fsync ? "on" : "off",
-          static_cast<unsigned long long>(options.max_pickle_bytes),
-          static_cast<unsigned long long>(options.max_pickle_memory),
-          static_cast<int>(::getpid()));
+  (*listener)->Start(server.get(), &peers);
+  log::Info(
+      "persistd %s: serving %s (store %s, cache budget %d bytes, %d codec "
+      "threads, fsync %s, pickle limits %d bytes / %d bytes of memory, log "
+      "level %s, pid %d)",
+      kPersistdVersion, socket_path, store, options.cache_bytes,
+      options.codec_threads, options.fsync ? "on" : "off",
+      options.max_pickle_bytes, options.max_pickle_memory,
+      log::LevelName(options.log_level), static_cast<int>(::getpid()));
+  log::EndStartup();
 
   int signal_number = 0;
   sigwait(&stop_signals, &signal_number);
-  fprintf(stderr, "persistd: %s received, shutting down\n",
-          strsignal(signal_number));
+  log::Info("%s received, shutting down", strsignal(signal_number));
   // Requests waiting for a build return now; one that cannot end (a source
   // pipe whose writer never closes it) must not keep the daemon alive.
   cache.Shutdown();
@@ -202,7 +215,7 @@ int Run(const DaemonOptions& options) {
   (*inbox)->Stop();
   server->Shutdown(std::chrono::system_clock::now());
   listener->reset();  // unlinks the socket
-  fprintf(stderr, "persistd: stopped\n");
+  log::Info("stopped");
   return 0;
 }
 
@@ -219,7 +232,7 @@ int main(int argc, char** argv) {
   absl::StatusOr<persistd::DaemonOptions> options =
       persistd::ParseDaemonOptions(args);
   if (!options.ok()) {
-    fprintf(stderr, "persistd: %s\n", std::string(options.status().message()).c_str());
+    fputs(absl::StrCat("persistd: ", options.status().message(), "\n").c_str(), stderr);
     return 2;
   }
   if (options->help) {

@@ -1,9 +1,8 @@
 #include "server/service/cache_warmer.h"
 
-#include <stdio.h>
-
 #include <utility>
 
+#include "common/log/log.h"
 #include "server/store/segment_builder.h"
 
 namespace persistd {
@@ -54,8 +53,11 @@ void CacheWarmer::Loop() {
     absl::StatusOr<SegmentCache::Acquired> built =
         cache_->Acquire(job.version, /*cacheable=*/true, build, "");
     if (!built.ok()) {
-      fprintf(stderr, "persistd: warming the cache for %s failed: %s\n",
-              job.name.c_str(), std::string(built.status().message()).c_str());
+      log::Warning("warming the cache for %s failed: %s", job.name,
+                   built.status().message());
+    } else {
+      log::Info("warmed the cache for %s (dumped by this daemon): %s", job.name,
+                built->hit ? "it was cached already" : "segment built");
     }
   }
 }

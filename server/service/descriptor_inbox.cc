@@ -2,7 +2,6 @@
 
 #include <errno.h>
 #include <poll.h>
-#include <stdio.h>
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
@@ -13,6 +12,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "common/log/log.h"
 #include "server/io/acceptor.h"
 #include "server/io/errno_status.h"
 #include "server/io/fd_passing.h"
@@ -151,7 +151,8 @@ void DescriptorInbox::Loop() {
     }
     if (ready < 0) {
       if (errno == EINTR) continue;
-      fprintf(stderr, "persistd: descriptor socket poll: %s\n", strerror(errno));
+      log::Error("descriptor socket: poll: %s; no descriptors are received",
+                 strerror(errno));
       return;
     }
     if (fds[0].revents != 0) return;
@@ -178,7 +179,7 @@ void DescriptorInbox::Loop() {
     Acceptor::Result accepted = acceptor.Accept(SOCK_CLOEXEC | SOCK_NONBLOCK);
     if (accepted.outcome == Acceptor::Outcome::kNothing) continue;
     if (accepted.outcome != Acceptor::Outcome::kAccepted) {
-      log.Log(absl::StrCat("persistd: descriptor socket accept: ",
+      log.Log(absl::StrCat("descriptor socket: accept: ",
                            strerror(accepted.error),
                            " (at the descriptor limit? raise ulimit -n)"));
       accept_after = std::chrono::steady_clock::now() +

@@ -2,7 +2,6 @@
 
 #include <errno.h>
 #include <poll.h>
-#include <stdio.h>
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
@@ -15,6 +14,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "common/log/log.h"
 #include "grpcpp/server_posix.h"
 #include "server/io/acceptor.h"
 #include "server/io/errno_status.h"
@@ -40,7 +40,8 @@ Listener::~Listener() {
   ::unlink(socket_path_.c_str());
 }
 
-void Listener::Start(grpc::Server* server) {
+void Listener::Start(grpc::Server* server, PeerTable* peers) {
+  peers_ = peers;
   thread_ = std::thread([this, server] { AcceptLoop(server); });
 }
 
@@ -73,7 +74,8 @@ void Listener::AcceptLoop(grpc::Server* server) {
     pollfd fds[2] = {{listen_fd_.get(), POLLIN, 0}, {wake_fd_.get(), POLLIN, 0}};
     if (::poll(fds, 2, -1) < 0) {
       if (errno == EINTR) continue;
-      fprintf(stderr, "persistd: poll: %s\n", strerror(errno));
+      log::Error("listener: poll: %s; no new connections are accepted",
+                 strerror(errno));
       return;
     }
     if (fds[1].revents != 0) return;
@@ -87,14 +89,14 @@ void Listener::AcceptLoop(grpc::Server* server) {
         continue;
       case Acceptor::Outcome::kShed:
         log.Log(absl::StrCat(
-            "persistd: accept: ", strerror(accepted.error),
+            "accept: ", strerror(accepted.error),
             ": closed a new connection (the daemon is at its descriptor "
             "limit; raise it with ulimit -n or LimitNOFILE=)"));
         if (WaitOrStop(acceptor.backoff())) return;
         continue;
       case Acceptor::Outcome::kExhausted:
       case Acceptor::Outcome::kError:
-        log.Log(absl::StrCat("persistd: accept: ", strerror(accepted.error)));
+        log.Log(absl::StrCat("accept: ", strerror(accepted.error)));
         if (WaitOrStop(std::max(acceptor.backoff(),
                                 std::chrono::milliseconds(10)))) {
           return;
@@ -106,12 +108,15 @@ void Listener::AcceptLoop(grpc::Server* server) {
     absl::StatusOr<PeerCredentials> peer = PeerOf(conn);
     if (!peer.ok() || !TrustedPeer(peer->uid, self)) {
       log.Log(absl::StrFormat(
-          "persistd: refused a connection from uid %d (pid %d): only uid %d "
+          "refused a connection from uid %d (pid %d): only uid %d "
           "may use this daemon",
           peer.ok() ? static_cast<int>(peer->uid) : -1,
           peer.ok() ? static_cast<int>(peer->pid) : -1, static_cast<int>(self)));
       continue;  // closed by accepted.conn
     }
+    peers_->Add(conn, *peer);
+    log::Debug("connection from pid %d (uid %d) on fd %d", static_cast<int>(peer->pid),
+               static_cast<int>(peer->uid), conn);
     // gRPC takes ownership of `conn`.
     grpc::AddInsecureChannelFromFd(server, accepted.conn.Release());
   }

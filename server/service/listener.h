@@ -19,6 +19,7 @@
 #include "absl/status/statusor.h"
 #include "grpcpp/server.h"
 #include "server/io/scoped_fd.h"
+#include "server/service/peer_table.h"
 
 namespace persistd {
 
@@ -33,8 +34,10 @@ class Listener {
   Listener& operator=(const Listener&) = delete;
 
   // Accepts connections on a background thread until Stop(), passing those
-  // of allowed peers (same uid as the daemon, or root) to `server`.
-  void Start(grpc::Server* server);
+  // of allowed peers (same uid as the daemon, or root) to `server` after
+  // recording each one's credentials in `peers` (which must outlive the
+  // Listener).
+  void Start(grpc::Server* server, PeerTable* peers);
   void Stop();
 
  private:
@@ -49,6 +52,7 @@ class Listener {
   const std::string socket_path_;
   ScopedFd listen_fd_;
   ScopedFd wake_fd_;  // eventfd that interrupts the accept loop
+  PeerTable* peers_ = nullptr;  // set by Start
   std::thread thread_;
 };
 
