@@ -28,7 +28,8 @@ from urllib.parse import parse_qs
 
 import numpy as np
 
-MODEL_PATH = os.environ.get("MODEL", "model.pkl")
+#: Absolute, so that ``persistctl cache ls`` names the model's segment by it.
+MODEL_PATH = os.path.abspath(os.environ.get("MODEL", "model.pkl"))
 LOADER = os.environ.get("LOADER", "persistd")
 
 
