@@ -54,8 +54,8 @@ class RangedFetch:
         *,
         streamed: bool,
         verify: Callable[[], None],
-        chunk: int = CHUNK_BYTES,
-        parallel: int = PARALLEL,
+        chunk: int | None = None,
+        parallel: int | None = None,
     ) -> None:
         self._fs = fs
         self._path = path
@@ -65,8 +65,8 @@ class RangedFetch:
         self._base = STREAM_HEADER_BYTES if streamed else 0
         self._header = mmap.mmap(fd, STREAM_HEADER_BYTES) if streamed else None
         self._verify = verify
-        self._chunk = max(1, chunk)
-        self._parallel = max(1, parallel)
+        self._chunk = max(1, chunk or CHUNK_BYTES)
+        self._parallel = max(1, parallel or PARALLEL)
         self._prefix = 0
 
     def __call__(self) -> None:
@@ -119,6 +119,13 @@ class RangedFetch:
                 % (self._url, start, self._size),
                 self._url,
             ) from None
+        except OSError as exc:  # e.g. a range past the end: 416
+            raise OSError(
+                exc.errno or errno.EIO,
+                "%s: reading bytes %d-%d of %d failed (%s); if it changed meanwhile, "
+                "load it again" % (self._url, start, end, self._size, exc),
+                self._url,
+            ) from exc
         if len(data) != end - start:
             raise OSError(
                 errno.ESTALE,

@@ -1,0 +1,106 @@
+"""A real S3 server on loopback for tests and examples: moto's server with
+a request counter in front of it.
+
+moto's ``ThreadedMotoServer`` has no request log to ask, so this serves
+the same WSGI application (``DomainDispatcherApplication``) through a
+middleware that counts each object's GETs as the server receives them
+(what a fetch costs, seen from the store's side) and can run a hook before
+a request is served (to delete or truncate an object mid-download).
+
+    with LocalS3() as s3:           # sets AWS_* and FSSPEC_S3_ENDPOINT_URL
+        s3.fs.mkdir("models")
+        ...
+        s3.gets("models/model.pkl")  # GET requests for that key so far
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import threading
+from collections.abc import Callable
+from typing import Any
+
+#: Dummy credentials: moto accepts any, s3fs needs some.
+_ENV = {
+    "AWS_ACCESS_KEY_ID": "persistd-test",
+    "AWS_SECRET_ACCESS_KEY": "persistd-test",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+
+
+class LocalS3:
+    """moto's S3 on 127.0.0.1 (a free port), counting GETs per key.
+
+    Entering sets the environment that fsspec's s3fs (and child processes
+    started afterwards) read: dummy credentials and
+    FSSPEC_S3_ENDPOINT_URL; leaving restores it and stops the server.
+    ``before_get(key, range_header)`` runs before a GET is served.
+    """
+
+    def __init__(self) -> None:
+        from moto.server import DomainDispatcherApplication, create_backend_app
+        from werkzeug.serving import make_server
+
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)
+        self._app = DomainDispatcherApplication(create_backend_app)
+        self._lock = threading.Lock()
+        self._gets: collections.Counter[str] = collections.Counter()
+        self.before_get: Callable[[str, str], None] | None = None
+        self._server = make_server("127.0.0.1", 0, self._count, threaded=True)
+        host, port = self._server.server_address[:2]
+        self.endpoint = "http://%s:%d" % (host, port)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._saved: dict[str, str | None] = {}
+        self._fs: Any = None
+        self._saved_conf: dict[str, Any] = {}
+
+    def _count(self, environ: dict[str, Any], start_response: Any) -> Any:
+        if environ.get("REQUEST_METHOD") == "GET" and not environ.get("QUERY_STRING"):
+            key = environ.get("PATH_INFO", "").lstrip("/")
+            with self._lock:
+                self._gets[key] += 1
+            hook = self.before_get
+            if hook is not None:
+                hook(key, environ.get("HTTP_RANGE", ""))
+        return self._app(environ, start_response)
+
+    def gets(self, key: str) -> int:
+        """GET requests the server received for ``bucket/key``."""
+        with self._lock:
+            return self._gets[key]
+
+    @property
+    def fs(self) -> Any:
+        """An s3fs filesystem on this server (fresh, not fsspec's cached one)."""
+        if self._fs is None:
+            import s3fs
+
+            self._fs = s3fs.S3FileSystem(endpoint_url=self.endpoint, skip_instance_cache=True)
+        return self._fs
+
+    def __enter__(self) -> LocalS3:
+        env = dict(_ENV, FSSPEC_S3_ENDPOINT_URL=self.endpoint)
+        for name, value in env.items():
+            self._saved[name] = os.environ.get(name)
+            os.environ[name] = value
+        # fsspec reads FSSPEC_* once, when it is first imported.
+        import fsspec.config
+
+        self._saved_conf = dict(fsspec.config.conf.get("s3", {}))
+        fsspec.config.conf.setdefault("s3", {})["endpoint_url"] = self.endpoint
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._server.shutdown()
+        self._thread.join()
+        import fsspec.config
+
+        fsspec.config.conf["s3"] = self._saved_conf
+        for name, value in self._saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
