@@ -143,8 +143,7 @@ int Run(const DaemonOptions& options) {
   {
     log::Options log_options;
     log_options.level = options.log_level;
-    log_options.file = LogFile(options);
-    if (log_options.file != "-") log_options.file = Absolute(log_options.file);
+    log_options.file = LogFile(options) == "-" ? "-" : Absolute(LogFile(options));
     absl::Status status = log::Configure(log_options);
     if (!status.ok()) return Fail(status);
   }
@@ -161,10 +160,13 @@ int Run(const DaemonOptions& options) {
   SetDefaultBuildLimits(limits);  // before any build can start
 
   SegmentCache cache(store + "/segments", options.cache_bytes);
+  PeerTable peers;
   ServiceInfo info{kPersistdVersion, store, socket_path, options.codec_threads,
                    options.fsync};
+  info.peers = &peers;
+  info.log_file = LogFile(options) == "-" ? "-" : Absolute(LogFile(options));
+  info.log_level = log::LevelName(options.log_level);
   PersistdService service(info, inbox->get(), &cache);
-  PeerTable peers;
 
   grpc::ServerBuilder builder;
   builder.RegisterService(&service);

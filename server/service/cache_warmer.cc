@@ -15,8 +15,8 @@ constexpr size_t kMaxQueued = 8;
 
 }  // namespace
 
-CacheWarmer::CacheWarmer(SegmentCache* cache)
-    : cache_(cache), thread_([this] { Loop(); }) {}
+CacheWarmer::CacheWarmer(SegmentCache* cache, BuildProgress* builds)
+    : cache_(cache), builds_(builds), thread_([this] { Loop(); }) {}
 
 CacheWarmer::~CacheWarmer() {
   {
@@ -47,8 +47,10 @@ void CacheWarmer::Loop() {
       queue_.pop_front();
     }
     SegmentSource source{job.fd.get(), job.version.size, job.name, false};
-    auto build = [&source](const std::string& path, uint64_t* size) {
-      return BuildSegment(source, path, size);
+    auto build = [this, &source, &job](const std::string& path, uint64_t* size) {
+      std::unique_ptr<BuildProgress::Tracked> tracked =
+          builds_->Track(source, job.version.dev, job.version.ino, job.name);
+      return BuildSegment(tracked->source(), path, size);
     };
     absl::StatusOr<SegmentCache::Acquired> built =
         cache_->Acquire(job.version, /*cacheable=*/true, build, "");

@@ -23,13 +23,16 @@
 
 #include "absl/synchronization/mutex.h"
 #include "server/io/scoped_fd.h"
+#include "server/service/build_progress.h"
 #include "server/store/segment_cache.h"
 
 namespace persistd {
 
 class CacheWarmer {
  public:
-  explicit CacheWarmer(SegmentCache* cache);
+  // `builds` lists the warmer's builds while they run; both must outlive
+  // the warmer.
+  CacheWarmer(SegmentCache* cache, BuildProgress* builds);
   ~CacheWarmer();  // stops: queued jobs are dropped, a running one finishes
   CacheWarmer(const CacheWarmer&) = delete;
   CacheWarmer& operator=(const CacheWarmer&) = delete;
@@ -47,6 +50,7 @@ class CacheWarmer {
   void Loop();
 
   SegmentCache* const cache_;
+  BuildProgress* const builds_;
   absl::Mutex mu_;
   absl::CondVar wake_;
   std::deque<Job> queue_ ABSL_GUARDED_BY(mu_);

@@ -2,7 +2,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <stdio.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -16,6 +15,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "common/log/log.h"
 #include "server/io/errno_status.h"
 #include "server/codec/codec.h"
 #include "server/io/byte_sink.h"
@@ -137,7 +137,7 @@ PersistdService::PersistdService(ServiceInfo info, DescriptorInbox* inbox,
                                  SegmentCache* cache)
     : info_(std::move(info)),
       inbox_(inbox),
-      warmer_(cache),
+      warmer_(cache, &builds_),
       cache_(cache),
       started_(std::chrono::steady_clock::now()) {}
 
@@ -149,21 +149,35 @@ grpc::ServerWriteReactor<v1::AttachEvent>* PersistdService::Attach(
     static thread_local std::mt19937_64 rng(std::random_device{}());
     id = absl::StrFormat("S%d-%08x", next_session_++,
                          static_cast<uint32_t>(rng()));
-    sessions_.insert(id);
   }
-  fprintf(stderr, "persistd: session %s opened by pid %d (%s)\n", id.c_str(),
-          request->pid(), request->client().c_str());
+  // The kernel's word on the client; its own claim only where that is
+  // unknown (a connection not made through the Listener).
+  int pid = ClientPid(context);
+  if (pid <= 0) pid = request->pid();
+  {
+    absl::MutexLock lock(&mu_);
+    sessions_[id] = Session{pid, request->client(), std::chrono::steady_clock::now()};
+  }
+  log::Info("session %s opened by pid %d (%s)", id, pid, request->client());
   return new SessionReactor(this, id);
 }
 
+int PersistdService::ClientPid(grpc::ServerContextBase* context) const {
+  return info_.peers == nullptr ? -1 : info_.peers->PidOf(context->peer());
+}
+
 void PersistdService::EndSession(const std::string& session_id) {
+  int pid = -1;
   {
     absl::MutexLock lock(&mu_);
-    sessions_.erase(session_id);
+    auto it = sessions_.find(session_id);
+    if (it != sessions_.end()) {
+      pid = it->second.pid;
+      sessions_.erase(it);
+    }
   }
   cache_->EndSession(session_id);
-  fprintf(stderr, "persistd: session %s closed; its leases are released\n",
-          session_id.c_str());
+  log::Info("session %s of pid %d closed; its leases are released", session_id, pid);
 }
 
 bool PersistdService::SessionIsOpen(const std::string& session_id) {
@@ -174,6 +188,7 @@ bool PersistdService::SessionIsOpen(const std::string& session_id) {
 grpc::Status PersistdService::Dump(grpc::ServerContext* context,
                                    const v1::DumpRequest* request,
                                    v1::DumpReply* reply) {
+  const absl::Time started = absl::Now();
   const bool inline_payload = !request->payload_inline().empty();
   absl::StatusOr<DescriptorInbox::Delivery> delivery =
       inbox_->Take(request->fds_token(), inline_payload ? 1 : 2, kFdWait);
@@ -204,10 +219,19 @@ grpc::Status PersistdService::Dump(grpc::ServerContext* context,
   const PayloadReady ready =
       WaitForPayload(context, delivery->sender_alive,
                      request->payload_streamed() ? payload.data() : nullptr, "dump");
-  absl::StatusOr<v1::DumpReply> result =
-      WriteDump(*request, payload, target, name, threads, ready);
-  if (!result.ok()) return ToGrpc(result.status());
+  absl::StatusOr<v1::DumpReply> result = WriteDump(
+      *request, payload, target, name, threads, ready,
+      request->payload_streamed() ? ProgressToPayloadHeader((*fds)[1].get()) : nullptr);
+  if (!result.ok()) {
+    log::Info("dump %s by pid %d failed: %s", name, ClientPid(context),
+              result.status().ToString());
+    return ToGrpc(result.status());
+  }
   *reply = *std::move(result);
+  log::Info("dump %s by pid %d: %s level %d, %d stream bytes -> %d file bytes in %.3f s",
+            name, ClientPid(context), v1::Codec_Name(request->codec()),
+            request->level(), reply->stream_bytes(), reply->file_bytes(),
+            absl::ToDoubleSeconds(absl::Now() - started));
   reply->set_fsync(info_.fsync);
   ++dumps_;
   // A compressed file is decompressed now, while its client publishes it,
@@ -225,6 +249,35 @@ grpc::Status PersistdService::Dump(grpc::ServerContext* context,
 grpc::Status PersistdService::Load(grpc::ServerContext* context,
                                    const v1::LoadRequest* request,
                                    v1::LoadReply* reply) {
+  const absl::Time started = absl::Now();
+  grpc::Status status = LoadAny(context, request, reply);
+  if (log::Enabled(log::Level::kInfo)) {
+    std::string name = request->display_name();
+    if (name.empty()) {
+      name = request->has_remote() ? request->remote().url() : "<source>";
+    }
+    std::string outcome;
+    if (!status.ok()) {
+      outcome = absl::StrCat("failed: ", status.error_message());
+    } else if (!reply->fetch_ticket().empty()) {
+      outcome = "the client fetches it (fetch ticket)";
+    } else if (!reply->segment_inline().empty()) {
+      outcome = absl::StrFormat("inline result, %d bytes", reply->segment_inline().size());
+    } else {
+      outcome = absl::StrFormat("%s, segment %s (%d bytes, %d arrays)",
+                                reply->cache_hit() ? "cache hit" : "built",
+                                reply->segment_path(), reply->segment_size(),
+                                reply->arrays_size());
+    }
+    log::Info("load %s by pid %d: %s in %.3f s", name, ClientPid(context), outcome,
+              absl::ToDoubleSeconds(absl::Now() - started));
+  }
+  return status;
+}
+
+grpc::Status PersistdService::LoadAny(grpc::ServerContext* context,
+                                      const v1::LoadRequest* request,
+                                      v1::LoadReply* reply) {
   const std::string& session = request->session_id();
   if (!session.empty() && !SessionIsOpen(session)) {
     return grpc::Status(
@@ -265,8 +318,12 @@ grpc::Status PersistdService::Load(grpc::ServerContext* context,
   if (!cacheable) version.ino = next_private_source_++;  // never matches
   SegmentSource source{fd, static_cast<uint64_t>(st.st_size), display,
                        request->raw()};
-  auto build = [&source](const std::string& path, uint64_t* segment_size) {
-    return BuildSegment(source, path, segment_size);
+  auto build = [this, &source, &st, &display](const std::string& path,
+                                              uint64_t* segment_size) {
+    // Listed in Status while it runs, for the clients' progress bars.
+    std::unique_ptr<BuildProgress::Tracked> tracked =
+        builds_.Track(source, st.st_dev, st.st_ino, display);
+    return BuildSegment(tracked->source(), path, segment_size);
   };
   absl::StatusOr<SegmentCache::Acquired> acquired =
       cache_->Acquire(version, cacheable, build, session);
@@ -459,9 +516,11 @@ grpc::Status PersistdService::Status(grpc::ServerContext*,
   reply->set_uptime_seconds(std::chrono::duration_cast<std::chrono::seconds>(
                                 std::chrono::steady_clock::now() - started_)
                                 .count());
-  {
-    absl::MutexLock lock(&mu_);
-    reply->set_sessions(sessions_.size());
+  ListClients(reply);
+  reply->set_log_file(info_.log_file);
+  reply->set_log_level(info_.log_level);
+  for (v1::BuildProgress& build : builds_.List()) {
+    *reply->add_builds() = std::move(build);
   }
   SegmentCache::Stats stats = cache_->stats();
   reply->set_segments(stats.segments);
@@ -541,7 +600,41 @@ grpc::Status PersistdService::ListSegments(grpc::ServerContext*,
   return grpc::Status::OK;
 }
 
-grpc::Status PersistdService::Evict(grpc::ServerContext*,
+void PersistdService::ListClients(v1::StatusReply* reply) {
+  struct Held {
+    uint32_t leases = 0;
+    std::set<uint64_t> generations;
+    uint64_t bytes = 0;
+  };
+  std::map<std::string, Held> held;
+  for (const SegmentCache::Listing& listing : cache_->List()) {
+    for (const std::string& session : listing.lease_sessions) {
+      Held& h = held[session];
+      ++h.leases;
+      if (h.generations.insert(listing.segment->generation).second) {
+        h.bytes += listing.segment->size;
+      }
+    }
+  }
+  const auto now = std::chrono::steady_clock::now();
+  absl::MutexLock lock(&mu_);
+  reply->set_sessions(sessions_.size());
+  for (const auto& [id, session] : sessions_) {
+    v1::ClientSession* client = reply->add_clients();
+    client->set_session_id(id);
+    client->set_pid(session.pid);
+    client->set_client(session.client);
+    client->set_age_seconds(
+        std::chrono::duration_cast<std::chrono::seconds>(now - session.opened).count());
+    auto it = held.find(id);
+    if (it == held.end()) continue;
+    client->set_leases(it->second.leases);
+    client->set_segments(it->second.generations.size());
+    client->set_segment_bytes(it->second.bytes);
+  }
+}
+
+grpc::Status PersistdService::Evict(grpc::ServerContext* context,
                                     const v1::EvictRequest* request,
                                     v1::EvictReply* reply) {
   if (!request->all() && !request->stale() && request->files().empty() &&
@@ -574,11 +667,15 @@ grpc::Status PersistdService::Evict(grpc::ServerContext*,
   reply->set_evicted(evicted.segments.size());
   reply->set_pending(evicted.pending);
   reply->set_freed_bytes(evicted.freed_bytes);
-  fprintf(stderr,
-          "persistd: evicted %zu segments (%llu bytes freed, %u kept until "
-          "their leases end)\n",
-          evicted.segments.size(),
-          static_cast<unsigned long long>(evicted.freed_bytes), evicted.pending);
+  std::string sources;
+  for (const auto& segment : evicted.segments) {
+    absl::StrAppend(&sources, sources.empty() ? "" : ", ",
+                    segment->version.path.empty() ? "<unnamed>" : segment->version.path);
+  }
+  log::Info("evicted %d segments at the request of pid %d (%d bytes freed, %d kept "
+            "until their leases end)%s%s",
+            evicted.segments.size(), ClientPid(context), evicted.freed_bytes,
+            evicted.pending, sources.empty() ? "" : ": ", sources);
   return grpc::Status::OK;
 }
 

@@ -11,6 +11,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <map>
 #include <set>
 #include <string>
 
@@ -18,8 +19,10 @@
 #include "proto/persistd.grpc.pb.h"
 #include "server/store/segment_cache.h"
 #include "server/store/segment_builder.h"
+#include "server/service/build_progress.h"
 #include "server/service/cache_warmer.h"
 #include "server/service/descriptor_inbox.h"
+#include "server/service/peer_table.h"
 
 namespace persistd {
 
@@ -29,6 +32,12 @@ struct ServiceInfo {
   std::string socket_path;
   int codec_threads = 1;
   bool fsync = false;  // --fsync: clients fsync dumps before publishing
+  // Who is at the other end of each connection (SO_PEERCRED): names the
+  // client of each call in the log and each session in Status. Null: the
+  // pids sessions claim.
+  const PeerTable* peers = nullptr;
+  std::string log_file;   // for Status
+  std::string log_level;  // for Status
 };
 
 class PersistdService final
@@ -57,6 +66,12 @@ class PersistdService final
 
  private:
   bool SessionIsOpen(const std::string& session_id);
+  // The pid of the call's client, -1 when unknown.
+  int ClientPid(grpc::ServerContextBase* context) const;
+  // Load() without its log line.
+  grpc::Status LoadAny(grpc::ServerContext* context,
+                       const v1::LoadRequest* request, v1::LoadReply* reply);
+  void ListClients(v1::StatusReply* reply);
   // Load of a small source sent inline: the result comes back inline when
   // it is small too, else as a private segment.
   absl::Status LoadInline(const v1::LoadRequest& request, v1::LoadReply* reply);
@@ -70,13 +85,19 @@ class PersistdService final
 
   const ServiceInfo info_;
   DescriptorInbox* const inbox_;
+  BuildProgress builds_;  // before warmer_, whose builds it lists
   CacheWarmer warmer_;
   SegmentCache* const cache_;
   const std::chrono::steady_clock::time_point started_;
 
   absl::Mutex mu_;
   uint64_t next_session_ ABSL_GUARDED_BY(mu_) = 1;
-  std::set<std::string> sessions_ ABSL_GUARDED_BY(mu_);
+  struct Session {
+    int pid = -1;
+    std::string client;  // AttachRequest.client
+    std::chrono::steady_clock::time_point opened;
+  };
+  std::map<std::string, Session> sessions_ ABSL_GUARDED_BY(mu_);
   std::atomic<uint64_t> dumps_{0};
   std::atomic<uint64_t> next_private_source_{1};
 

@@ -1,5 +1,7 @@
 #include "server/store/dump_writer.h"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <memory>
 #include <vector>
@@ -34,14 +36,20 @@ class PacedSink : public ByteSink {
  public:
   static constexpr size_t kSlice = 256 << 10;
 
-  PacedSink(ByteSink* next, absl::string_view payload, const PayloadReady& ready)
-      : next_(next), payload_(payload), ready_(ready) {}
+  PacedSink(ByteSink* next, absl::string_view payload, const PayloadReady& ready,
+            const DumpProgress& progress)
+      : next_(next), payload_(payload), ready_(ready), progress_(progress) {}
   absl::Status Append(absl::string_view data) override {
     do {
       absl::string_view slice = data.substr(0, kSlice);
-      absl::Status status = ready_(PayloadEnd(slice));
+      const uint64_t end = PayloadEnd(slice);
+      absl::Status status = ready_(end);
       if (status.ok()) status = next_->Append(slice);
       if (!status.ok()) return status;
+      if (progress_ && end > consumed_) {
+        consumed_ = end;
+        progress_(end);
+      }
       data.remove_prefix(slice.size());
     } while (!data.empty());
     return absl::OkStatus();
@@ -67,14 +75,27 @@ class PacedSink : public ByteSink {
   ByteSink* const next_;
   const absl::string_view payload_;
   const PayloadReady& ready_;
+  const DumpProgress& progress_;
+  uint64_t consumed_ = 0;  // the most progress_ was told
 };
 
 }  // namespace
 
+DumpProgress ProgressToPayloadHeader(int payload_fd) {
+  return [payload_fd](uint64_t consumed) {
+    unsigned char bytes[8];
+    for (int i = 0; i < 8; ++i) bytes[i] = static_cast<unsigned char>(consumed >> (8 * i));
+    // Best effort: progress must never fail a dump.
+    ssize_t ignored = ::pwrite(payload_fd, bytes, sizeof(bytes), 8);
+    (void)ignored;
+  };
+}
+
 absl::StatusOr<v1::DumpReply> WriteDump(const v1::DumpRequest& request,
                                         absl::string_view payload, int fd,
                                         const std::string& name, int threads,
-                                        const PayloadReady& ready) {
+                                        const PayloadReady& ready,
+                                        const DumpProgress& progress) {
   // Everything but raw array data is final before the call; the writer
   // validates it all before its first byte.
   uint64_t prefix = request.skeleton().offset() + request.skeleton().length();
@@ -137,7 +158,7 @@ absl::StatusOr<v1::DumpReply> WriteDump(const v1::DumpRequest& request,
     encoder = *std::move(made);
     stream_sink = encoder.get();
   }
-  PacedSink paced(stream_sink, payload, ready);
+  PacedSink paced(stream_sink, payload, ready, progress);
   ByteSink* sink = &paced;
   std::vector<uint64_t> holes;
   absl::StatusOr<uint64_t> stream_bytes =
@@ -146,6 +167,7 @@ absl::StatusOr<v1::DumpReply> WriteDump(const v1::DumpRequest& request,
   // An encoder's Finish writes its trailer and finishes the file sink.
   absl::Status status = sink->Finish();
   if (!status.ok()) return status;
+  if (progress) progress(payload.size());
 
   v1::DumpReply reply;
   for (size_t k = 0; k < arrays.size(); ++k) {

@@ -25,10 +25,20 @@ namespace persistd {
 // `ready(offset)` is called before the stream reads payload bytes below
 // `offset` (in slices of at most 256 KiB); its error ends the dump. On
 // error the target holds a partial stream: the client discards it.
+// `progress`, when set, is told how many payload bytes the encoder has
+// consumed: as it goes, and payload.size() once the file is complete.
+using DumpProgress = std::function<void(uint64_t consumed)>;
 absl::StatusOr<v1::DumpReply> WriteDump(const v1::DumpRequest& request,
                                         absl::string_view payload, int fd,
                                         const std::string& name, int threads,
-                                        const PayloadReady& ready);
+                                        const PayloadReady& ready,
+                                        const DumpProgress& progress = nullptr);
+
+// A DumpProgress that writes the count where a streamed payload's client
+// reads it (DumpRequest.payload_streamed): little-endian at bytes 8..16 of
+// the memfd `payload_fd`, with pwrite (the daemon's mapping of the payload
+// is read-only). `payload_fd` must outlive it.
+DumpProgress ProgressToPayloadHeader(int payload_fd);
 
 }  // namespace persistd
 
