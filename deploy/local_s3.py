@@ -6,6 +6,8 @@ the same WSGI application (``DomainDispatcherApplication``) through a
 middleware that counts each object's GETs as the server receives them
 (what a fetch costs, seen from the store's side) and can run a hook before
 a request is served (to delete or truncate an object mid-download).
+``ports=N`` serves the one store on N ports with a counter each: give each
+"node" of a test its own endpoint and the counts are per node.
 
     with LocalS3() as s3:           # sets AWS_* and FSSPEC_S3_ENDPOINT_URL
         s3.fs.mkdir("models")
@@ -31,45 +33,56 @@ _ENV = {
 
 
 class LocalS3:
-    """moto's S3 on 127.0.0.1 (a free port), counting GETs per key.
+    """moto's S3 on 127.0.0.1 (free ports), counting GETs per key and port.
 
     Entering sets the environment that fsspec's s3fs (and child processes
-    started afterwards) read: dummy credentials and
-    FSSPEC_S3_ENDPOINT_URL; leaving restores it and stops the server.
+    started afterwards) read: dummy credentials and FSSPEC_S3_ENDPOINT_URL
+    (the first endpoint); leaving restores it and stops the servers.
     ``before_get(key, range_header)`` runs before a GET is served.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, ports: int = 1) -> None:
         from moto.server import DomainDispatcherApplication, create_backend_app
         from werkzeug.serving import make_server
 
         logging.getLogger("werkzeug").setLevel(logging.ERROR)
         self._app = DomainDispatcherApplication(create_backend_app)
         self._lock = threading.Lock()
-        self._gets: collections.Counter[str] = collections.Counter()
+        self._gets: collections.Counter[tuple[int, str]] = collections.Counter()
         self.before_get: Callable[[str, str], None] | None = None
-        self._server = make_server("127.0.0.1", 0, self._count, threaded=True)
-        host, port = self._server.server_address[:2]
-        self.endpoint = "http://%s:%d" % (host, port)
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._servers = [
+            make_server("127.0.0.1", 0, self._counting(index), threaded=True)
+            for index in range(ports)
+        ]
+        self.endpoints = ["http://%s:%d" % s.server_address[:2] for s in self._servers]
+        self.endpoint = self.endpoints[0]
+        self._threads = [
+            threading.Thread(target=s.serve_forever, daemon=True) for s in self._servers
+        ]
         self._saved: dict[str, str | None] = {}
-        self._fs: Any = None
         self._saved_conf: dict[str, Any] = {}
+        self._fs: Any = None
 
-    def _count(self, environ: dict[str, Any], start_response: Any) -> Any:
-        if environ.get("REQUEST_METHOD") == "GET" and not environ.get("QUERY_STRING"):
-            key = environ.get("PATH_INFO", "").lstrip("/")
-            with self._lock:
-                self._gets[key] += 1
-            hook = self.before_get
-            if hook is not None:
-                hook(key, environ.get("HTTP_RANGE", ""))
-        return self._app(environ, start_response)
+    def _counting(self, index: int) -> Callable[[dict[str, Any], Any], Any]:
+        def app(environ: dict[str, Any], start_response: Any) -> Any:
+            if environ.get("REQUEST_METHOD") == "GET" and not environ.get("QUERY_STRING"):
+                key = environ.get("PATH_INFO", "").lstrip("/")
+                with self._lock:
+                    self._gets[index, key] += 1
+                hook = self.before_get
+                if hook is not None:
+                    hook(key, environ.get("HTTP_RANGE", ""))
+            return self._app(environ, start_response)
 
-    def gets(self, key: str) -> int:
-        """GET requests the server received for ``bucket/key``."""
+        return app
+
+    def gets(self, key: str, endpoint: int | None = None) -> int:
+        """GET requests received for ``bucket/key`` (on one endpoint, or all)."""
         with self._lock:
-            return self._gets[key]
+            return sum(
+                n for (index, k), n in self._gets.items()
+                if k == key and endpoint in (None, index)
+            )
 
     @property
     def fs(self) -> Any:
@@ -90,12 +103,14 @@ class LocalS3:
 
         self._saved_conf = dict(fsspec.config.conf.get("s3", {}))
         fsspec.config.conf.setdefault("s3", {})["endpoint_url"] = self.endpoint
-        self._thread.start()
+        for thread in self._threads:
+            thread.start()
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        self._server.shutdown()
-        self._thread.join()
+        for server, thread in zip(self._servers, self._threads):
+            server.shutdown()
+            thread.join()
         import fsspec.config
 
         fsspec.config.conf["s3"] = self._saved_conf
