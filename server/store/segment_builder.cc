@@ -19,6 +19,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "common/log/log.h"
 #include "server/codec/codec.h"
 #include "server/format/pickle_limits.h"
 #include "server/format/joblib_indexer.h"
@@ -613,12 +614,10 @@ absl::StatusOr<v1::LoadReply> BuildSegmentInto(const SegmentSource& source,
   const double seconds = std::chrono::duration<double>(
                              std::chrono::steady_clock::now() - started)
                              .count();
-  fprintf(stderr,
-          "persistd: built %s: %.1f MiB (%s) from %.1f MiB of %s in %.3f s\n",
-          segment_path.c_str(), size / 1048576.0,
-          raw ? "raw" : absl::StrCat(index.arrays_size(), " arrays").c_str(),
-          source.size / 1048576.0, std::string(CodecName(codec)).c_str(),
-          seconds);
+  log::Info("built the segment of %s: %s, %.1f MiB (%s) from %.1f MiB of %s in %.3f s",
+            source.display_name, segment_path, size / 1048576.0,
+            raw ? "raw" : absl::StrCat(index.arrays_size(), " arrays"),
+            source.size / 1048576.0, CodecName(codec), seconds);
   return index;
 }
 

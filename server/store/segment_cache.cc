@@ -124,8 +124,8 @@ void SegmentCache::AdoptRecordsLocked() {
     if (keep.count(path) == 0) ::unlink(path.c_str());
   }
   if (!adopted.empty()) {
-    fprintf(stderr, "persistd: adopted %zu cached segments (%llu bytes) from %s\n",
-            adopted.size(), static_cast<unsigned long long>(total_bytes_), dir_.c_str());
+    log::Info("adopted %d cached segments (%d bytes) from %s", adopted.size(),
+              total_bytes_, dir_);
   }
 }
 
@@ -244,8 +244,8 @@ absl::StatusOr<bool> SegmentCache::FindLocked(const SourceVersion& version,
         SegmentFileMissing(found->segment->path)) {
       // Removed by hand (or by a tmp cleaner): rebuild it rather than
       // hand out a path the client cannot open.
-      fprintf(stderr, "persistd: segment %s of %s is gone; rebuilding it\n",
-              found->segment->path.c_str(), version.path.c_str());
+      log::Warning("segment %s of %s is gone; rebuilding it", found->segment->path,
+                   version.path);
       ::mkdir(dir_.c_str(), 0700);
       RetireLocked(found);
       return false;
@@ -521,6 +521,13 @@ void SegmentCache::EvictToBudgetLocked() {
   while (total_bytes_ > budget_ && !lru_.empty()) {
     Entry* victim = lru_.front();
     ++evictions_;
+    if (victim->segment) {
+      log::Info("evicted the segment of %s (%d bytes, least recently used) to keep "
+                "the cache within its budget of %d bytes",
+                victim->segment->version.path.empty() ? "<unnamed>"
+                                                      : victim->segment->version.path,
+                victim->segment->size, budget_);
+    }
     RemoveLocked(victim);
   }
 }
