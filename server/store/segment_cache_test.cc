@@ -377,5 +377,144 @@ TEST(SegmentCacheTest, EvictRemovesUnleasedAndRetiresLeased) {
   EXPECT_EQ(cache.Evict([](const Segment& s) { return s.version.ino == 9; }).segments.size(), 0u);
 }
 
+
+// -- remote sources: claims and fetch tickets ---------------------------------
+
+SourceVersion Remote(const std::string& etag, int64_t mtime = 7) {
+  SourceVersion v;
+  v.url = "s3://bucket/model.pkl";
+  v.path = v.url;
+  v.etag = etag;
+  v.size = 100;
+  v.mtime_ns = mtime;
+  return v;
+}
+
+SegmentCache::FetchBuilder FakeFetch(uint64_t size, std::atomic<int>* calls) {
+  SegmentCache::Builder build = FakeBuilder(size, calls);
+  return [build](const SourceVersion&, const std::string& path, uint64_t* out) {
+    return build(path, out);
+  };
+}
+
+TEST(SegmentCacheRemoteTest, OneClaimantFetchesAndTheOthersWaitForIt) {
+  SegmentCache cache(MakeTempDir(), 1 << 20);
+  auto claimed = cache.Claim(Remote("e1"), "s1");
+  ASSERT_TRUE(claimed.ok()) << claimed.status();
+  ASSERT_FALSE(claimed->ticket.empty());
+  EXPECT_EQ(claimed->acquired.segment, nullptr);
+  std::vector<absl::StatusOr<SegmentCache::Claimed>> waited(3, absl::UnknownError(""));
+  std::vector<std::thread> waiters;
+  for (int i = 0; i < 3; ++i) {
+    waiters.emplace_back([&, i] { waited[i] = cache.Claim(Remote("e1"), "s2"); });
+  }
+  std::atomic<int> calls{0};
+  auto built = cache.Fulfill(claimed->ticket, "s1", FakeFetch(10, &calls));
+  ASSERT_TRUE(built.ok()) << built.status();
+  for (auto& t : waiters) t.join();
+  EXPECT_EQ(calls, 1);
+  for (const auto& w : waited) {
+    ASSERT_TRUE(w.ok()) << w.status();
+    EXPECT_TRUE(w->ticket.empty());
+    EXPECT_EQ(w->acquired.segment->path, built->segment->path);
+    EXPECT_FALSE(w->acquired.lease_id.empty());
+  }
+  // A ticket is redeemed once.
+  EXPECT_EQ(cache.Fulfill(claimed->ticket, "s1", FakeFetch(10, &calls)).status().code(),
+            absl::StatusCode::kNotFound);
+}
+
+TEST(SegmentCacheRemoteTest, TheEtagIsTheVersionAndTheMtimeCountsWithoutOne) {
+  SegmentCache cache(MakeTempDir(), 1 << 20);
+  std::atomic<int> calls{0};
+  auto first = cache.Claim(Remote("e1", 7), "s");
+  ASSERT_TRUE(cache.Fulfill(first->ticket, "s", FakeFetch(10, &calls)).ok());
+  EXPECT_TRUE(cache.Claim(Remote("e1", 8), "s")->ticket.empty());   // same etag
+  EXPECT_FALSE(cache.Claim(Remote("e2", 8), "s")->ticket.empty());  // changed
+  SegmentCache other(MakeTempDir(), 1 << 20);
+  auto no_etag = other.Claim(Remote("", 7), "s");
+  ASSERT_TRUE(other.Fulfill(no_etag->ticket, "s", FakeFetch(10, &calls)).ok());
+  EXPECT_TRUE(other.Claim(Remote("", 7), "s")->ticket.empty());
+  EXPECT_FALSE(other.Claim(Remote("", 9), "s")->ticket.empty());
+}
+
+TEST(SegmentCacheRemoteTest, AFetcherThatGoesAwayHandsTheClaimOver) {
+  SegmentCache cache(MakeTempDir(), 1 << 20);
+  auto claimed = cache.Claim(Remote("e1"), "fetcher");
+  ASSERT_FALSE(claimed->ticket.empty());
+  absl::StatusOr<SegmentCache::Claimed> waited = absl::UnknownError("");
+  std::thread waiter([&] { waited = cache.Claim(Remote("e1"), "waiter"); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  cache.EndSession("fetcher");  // its process died before it redeemed
+  waiter.join();
+  ASSERT_TRUE(waited.ok()) << waited.status();
+  ASSERT_FALSE(waited->ticket.empty());  // the waiter fetches now
+  std::atomic<int> calls{0};
+  EXPECT_EQ(cache.Fulfill(claimed->ticket, "fetcher", FakeFetch(10, &calls)).status().code(),
+            absl::StatusCode::kNotFound);
+  EXPECT_TRUE(cache.Fulfill(waited->ticket, "waiter", FakeFetch(10, &calls)).ok());
+  EXPECT_EQ(calls, 1);
+}
+
+TEST(SegmentCacheRemoteTest, ACancelledFetchIsClaimedAgainABadObjectIsShared) {
+  SegmentCache cache(MakeTempDir(), 1 << 20);
+  for (absl::Status failure : {absl::CancelledError("fetcher gave up"),
+                               absl::DataLossError("not a joblib file")}) {
+    auto claimed = cache.Claim(Remote("e1"), "fetcher");
+    ASSERT_FALSE(claimed->ticket.empty());
+    std::atomic<bool> release{false};
+    std::atomic<int> calls{0};
+    std::string written;
+    GatedFailure failing{&calls, &release, failure, &written};
+    absl::StatusOr<SegmentCache::Claimed> waited = absl::UnknownError("");
+    std::thread fetcher([&] {
+      auto run = [&](const SourceVersion&, const std::string& path, uint64_t* size) {
+        return failing(path, size);
+      };
+      EXPECT_EQ(cache.Fulfill(claimed->ticket, "fetcher", run).status(), failure);
+    });
+    while (calls.load() == 0) std::this_thread::yield();
+    std::thread waiter([&] { waited = cache.Claim(Remote("e1"), "waiter"); });
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    release = true;
+    fetcher.join();
+    waiter.join();
+    EXPECT_FALSE(Exists(written));
+    if (SegmentCache::Refetchable(failure)) {
+      ASSERT_TRUE(waited.ok()) << waited.status();
+      ASSERT_FALSE(waited->ticket.empty());
+      EXPECT_TRUE(cache.Fulfill(waited->ticket, "waiter", FakeFetch(10, &calls)).ok());
+      cache.Evict([](const Segment&) { return true; });
+      cache.EndSession("waiter");  // its lease kept the evicted file
+    } else {
+      // The waiter may have come after the failure and claimed anew.
+      if (waited.ok()) {
+        ASSERT_FALSE(waited->ticket.empty());
+        cache.EndSession("waiter");
+      } else {
+        EXPECT_EQ(waited.status(), failure);
+      }
+    }
+    EXPECT_EQ(cache.stats().segments, 0u);
+  }
+}
+
+TEST(SegmentCacheRemoteTest, RemoteSegmentsSurviveARestart) {
+  std::string dir = MakeTempDir();
+  std::atomic<int> calls{0};
+  {
+    SegmentCache cache(dir, 1 << 20);
+    auto claimed = cache.Claim(Remote("e1"), "s");
+    ASSERT_TRUE(cache.Fulfill(claimed->ticket, "s", FakeFetch(10, &calls)).ok());
+  }
+  SegmentCache cache(dir, 1 << 20);
+  auto again = cache.Claim(Remote("e1"), "s");
+  ASSERT_TRUE(again.ok());
+  EXPECT_TRUE(again->ticket.empty());
+  EXPECT_EQ(again->acquired.segment->version.url, "s3://bucket/model.pkl");
+  EXPECT_TRUE(cache.Claim(Version(1), "s").status().code() ==
+              absl::StatusCode::kInvalidArgument);  // files are not claimed
+}
+
 }  // namespace
 }  // namespace persistd
