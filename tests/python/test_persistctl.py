@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import zlib
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,58 @@ def test_status_table_and_json(fresh_daemon: Daemon, capsys: pytest.CaptureFixtu
     assert reply["socket_path"] == fresh_daemon.socket
     assert reply["pid"] == fresh_daemon.process.pid  # type: ignore[union-attr]
     assert isinstance(reply["cache_budget_bytes"], int)
+    # One log, in the store by default.
+    assert reply["log_file"] == os.path.join(fresh_daemon.store, "persistd.log")
+    assert "log        %s (level info)" % reply["log_file"] in out
+
+
+_HOLDER = """
+import sys, persistd
+values = [persistd.load(path) for path in sys.argv[1:]]  # leases held while alive
+print("ready", flush=True)
+sys.stdin.read()
+"""
+
+
+def test_status_lists_each_client_pid_with_its_leases(
+    fresh_daemon: Daemon, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Two processes hold loads; status names both by the pid the kernel
+    gives for their connections, with their leases and leased bytes."""
+    a, b = tmp_path / "a.pkl", tmp_path / "b.pkl"
+    dump(noise(300, 300), a, compress="lz4")
+    dump(noise(200, 200), b, compress="zlib")
+    holders = [
+        subprocess.Popen([sys.executable, "-c", _HOLDER, *files], stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, text=True)
+        for files in ([str(a)], [str(a), str(b)])
+    ]
+    try:
+        for holder in holders:
+            assert holder.stdout is not None and holder.stdout.readline() == "ready\n"
+        clients = {c["pid"]: c for c in run_json(capsys, "status")["clients"]}
+        one, two = (clients[h.pid] for h in holders)
+        assert (one["leases"], one["segments"]) == (1, 1)
+        assert (two["leases"], two["segments"]) == (2, 2)
+        assert two["segment_bytes"] > one["segment_bytes"] >= 300 * 300 * 8
+        assert one["client"].startswith("python/")
+        code, out, _ = run(capsys, "status")
+        assert code == 0
+        table = out[out.index("PID"):].splitlines()
+        assert table[0].split() == ["PID", "SESSION", "CLIENT", "LEASES", "SEGMENTS",
+                                    "LEASED", "AGE"]
+        rows = {int(line.split()[0]): line.split() for line in table[1:]}
+        assert rows[holders[0].pid][3:5] == ["1", "1"]
+        assert rows[holders[1].pid][3:5] == ["2", "2"]
+    finally:
+        for holder in holders:
+            holder.communicate("", timeout=30)
+    # Their sessions end with them (once the daemon sees the streams close).
+    gone = {h.pid for h in holders}
+    deadline = time.monotonic() + 30
+    while any(c["pid"] in gone for c in run_json(capsys, "status")["clients"]):
+        assert time.monotonic() < deadline, "sessions outlived their processes"
+        time.sleep(0.05)
 
 
 def test_status_of_no_daemon_fails_and_starts_none(

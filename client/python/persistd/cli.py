@@ -1,6 +1,7 @@
 """persistctl: operate the persistd daemon.
 
-  persistctl status [--json]           version, uptime, store, cache use, counters
+  persistctl status [--json]           version, uptime, store, log, cache use,
+                                       counters; leases per client pid; builds
   persistctl cache ls [--json]         cached segments: source, codec, sizes, age, leases
   persistctl cache evict PATH...       drop the segments of these files
   persistctl cache evict --stale       ... of files deleted or changed since
@@ -97,10 +98,37 @@ def _status(args: argparse.Namespace) -> int:
         ("dumps", reply["dumps"]),
         ("evictions", reply["evictions"]),
         ("fsync", "on" if reply["fsync"] else "off"),
+        ("log", "%s (level %s)" % (reply["log_file"] or "-", reply["log_level"] or "?")),
     ]
     for name, value in rows:
         print("%-10s %s" % (name, value))
+    _print_clients(reply["clients"])
+    for build in reply["builds"]:
+        total = build["source_bytes"]
+        print("building   %s: %s of %s decoded (%.0f%%)" % (
+            build["source_path"] or "-", _size(build["read_bytes"]), _size(total),
+            100.0 * build["read_bytes"] / total if total else 100.0))
     return 0
+
+
+def _print_clients(clients: list[dict[str, Any]]) -> None:
+    """One row per session: the client's pid (as the kernel told the
+    daemon) and what it leases."""
+    if not clients:
+        return
+    print()
+    rows = [("PID", "SESSION", "CLIENT", "LEASES", "SEGMENTS", "LEASED", "AGE")]
+    for client in sorted(clients, key=lambda c: (c["pid"], c["session_id"])):
+        rows.append((
+            str(client["pid"]),
+            client["session_id"],
+            client["client"] or "-",
+            str(client["leases"]),
+            str(client["segments"]),
+            _size(client["segment_bytes"]),
+            _duration(client["age_seconds"]),
+        ))
+    _print_table(rows, right=frozenset({0, 3, 4, 5, 6}))
 
 
 def _cache_ls(args: argparse.Namespace) -> int:
