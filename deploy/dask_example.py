@@ -195,12 +195,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     load = os.getloadavg()[0]
     print("model: %.1f MB in memory, %.1f MB object (joblib lz4); %d workers per node; "
           "load average %.2f" % (model_bytes / 1e6, object_bytes / 1e6, args.workers_per_node, load))
-    print("%-22s %5s %5s %12s %10s %14s" % ("load", "node", "GETs", "median load", "ΣPSS MB", "ΣPSS / model"))
+    print("%-20s %4s %5s %12s %14s %9s %12s" % (
+        "load", "node", "GETs", "MB from S3", "fetches/node", "median s", "ΣPSS / model"))
     for how, label in (("persistd", "persistd.load(url)"), ("joblib", "joblib.load(fsspec)")):
         for n in range(2):
             r = results[how][n]
-            print("%-22s %5d %5d %10.3f s %10.1f %14.2f" % (
-                label, n, r["gets"], r["median_s"], r["pss"] / 1e6, r["pss"] / model_bytes))
+            print("%-20s %4d %5d %12.1f %14.1f %9.3f %12.2f" % (
+                label, n, r["gets"], r["sent"] / 1e6, r["sent"] / object_bytes,
+                r["median_s"], r["pss"] / model_bytes))
     sums = {results[h][n]["checksum"] for h in results for n in range(2)}
     if len(sums) != 1:
         raise SystemExit("predictions differ between loads: %s" % sums)
@@ -217,6 +219,7 @@ def run_phase(
     before = client.run(pss_bytes)
     daemons_before = {n: pss_bytes(node.pid) for n, node in enumerate(nodes)}
     gets_before = {n: s3.gets(KEY, n) for n in range(2)}
+    sent_before = {n: s3.bytes_sent(KEY, n) for n in range(2)}
     futures = {
         addr: client.submit(serve, URL, how, queries, workers=[addr], pure=False)
         for n in range(2) for addr in by_node[n]
@@ -230,6 +233,7 @@ def run_phase(
             added += pss_bytes(node.pid) - daemons_before[n]
         out[n] = {
             "gets": s3.gets(KEY, n) - gets_before[n],
+            "sent": s3.bytes_sent(KEY, n) - sent_before[n],
             "median_s": statistics.median(done[a][0] for a in by_node[n]),
             "pss": added,
             "checksum": round(done[by_node[n][0]][1], 3),

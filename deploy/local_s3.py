@@ -49,6 +49,7 @@ class LocalS3:
         self._app = DomainDispatcherApplication(create_backend_app)
         self._lock = threading.Lock()
         self._gets: collections.Counter[tuple[int, str]] = collections.Counter()
+        self._sent: collections.Counter[tuple[int, str]] = collections.Counter()
         self.before_get: Callable[[str, str], None] | None = None
         self._servers = [
             make_server("127.0.0.1", 0, self._counting(index), threaded=True)
@@ -65,22 +66,42 @@ class LocalS3:
 
     def _counting(self, index: int) -> Callable[[dict[str, Any], Any], Any]:
         def app(environ: dict[str, Any], start_response: Any) -> Any:
-            if environ.get("REQUEST_METHOD") == "GET" and not environ.get("QUERY_STRING"):
-                key = environ.get("PATH_INFO", "").lstrip("/")
-                with self._lock:
-                    self._gets[index, key] += 1
-                hook = self.before_get
-                if hook is not None:
-                    hook(key, environ.get("HTTP_RANGE", ""))
-            return self._app(environ, start_response)
+            if environ.get("REQUEST_METHOD") != "GET" or environ.get("QUERY_STRING"):
+                return self._app(environ, start_response)
+            key = environ.get("PATH_INFO", "").lstrip("/")
+            with self._lock:
+                self._gets[index, key] += 1
+            hook = self.before_get
+            if hook is not None:
+                hook(key, environ.get("HTTP_RANGE", ""))
+            return self._sending(index, key, self._app(environ, start_response))
 
         return app
+
+    def _sending(self, index: int, key: str, body: Any) -> Any:
+        try:
+            for chunk in body:
+                with self._lock:
+                    self._sent[index, key] += len(chunk)
+                yield chunk
+        finally:
+            close = getattr(body, "close", None)
+            if close is not None:
+                close()
 
     def gets(self, key: str, endpoint: int | None = None) -> int:
         """GET requests received for ``bucket/key`` (on one endpoint, or all)."""
         with self._lock:
             return sum(
                 n for (index, k), n in self._gets.items()
+                if k == key and endpoint in (None, index)
+            )
+
+    def bytes_sent(self, key: str, endpoint: int | None = None) -> int:
+        """Body bytes of the GETs of ``bucket/key`` (on one endpoint, or all)."""
+        with self._lock:
+            return sum(
+                n for (index, k), n in self._sent.items()
                 if k == key and endpoint in (None, index)
             )
 
