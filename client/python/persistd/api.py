@@ -27,7 +27,7 @@ import weakref
 from collections.abc import Callable, Iterable
 from typing import Any, BinaryIO, Literal, Optional, Tuple, Union
 
-from persistd import remote, transport
+from persistd import progress, remote, transport
 from persistd._proto import persistd_pb2 as pb
 from persistd.compression import check_compress, resolve_compress
 from persistd.files import (
@@ -80,8 +80,10 @@ def dump(
     filename: FileTarget,
     compress: Compress = 0,
     protocol: int | None = None,
+    progress_to: progress.Progress = None,
 ) -> str | None:
-    """``persistd.dump`` (documented there) through ``endpoint``."""
+    """``persistd.dump`` (documented there) through ``endpoint``;
+    ``progress_to`` is its ``progress`` (see ``persistd.progress``)."""
     if isinstance(filename, os.PathLike):
         filename = os.fspath(filename)
     path = filename if isinstance(filename, str) else None
@@ -96,19 +98,21 @@ def dump(
         )
     choice = resolve_compress(compress, method, level, from_true, path)
     protocol = _pickle_protocol(protocol)
-    if remote.is_url(path):
+    report = progress.resolve(progress_to, "dump %s" % (path or "<file object>"))
+    if path is not None and remote.is_url(path):
         return remote.dump(
-            endpoint, path, lambda fd, warm: _dump_into(endpoint, value, fd, choice, protocol, path, warm)
+            endpoint, path,
+            lambda fd, name, warm: _dump_into(endpoint, value, fd, choice, protocol, name, warm, report),
         )
     if path is not None:
         with TempTarget(path) as target:
-            reply = _dump_into(endpoint, value, target.fd, choice, protocol, path)
+            reply = _dump_into(endpoint, value, target.fd, choice, protocol, path, report=report)
             target.publish(sync=reply.fsync)
         return path
     # A file object gets the finished file's bytes, copied from memory.
     fd = memory_file("persistd-dump", 0)
     try:
-        reply = _dump_into(endpoint, value, fd, choice, protocol, None)
+        reply = _dump_into(endpoint, value, fd, choice, protocol, None, report=report)
         _copy_out(fd, int(reply.file_bytes), filename)
     finally:
         os.close(fd)
@@ -123,8 +127,10 @@ def load(
     *,
     allow_pickle: bool = True,
     allowed_globals: Iterable[str | Callable[..., Any]] = (),
+    progress_to: progress.Progress = None,
 ) -> Any:
-    """``persistd.load`` (documented there) through ``endpoint``."""
+    """``persistd.load`` (documented there) through ``endpoint``;
+    ``progress_to`` is its ``progress`` (see ``persistd.progress``)."""
     if isinstance(ensure_native_byte_order, str) and ensure_native_byte_order == "auto":
         ensure_native_byte_order = mmap_mode is None
     if ensure_native_byte_order and mmap_mode is not None:
@@ -149,7 +155,8 @@ def load(
         )
     if remote.is_url(filename):
         return remote.load(endpoint, filename, mode, ensure, allowed)
-    return _load_path(endpoint, filename, mmap_mode, mode, ensure, allowed)
+    report = progress.resolve(progress_to, "load %s" % filename)
+    return _load_path(endpoint, filename, mmap_mode, mode, ensure, allowed, report)
 
 
 # -- dump helpers -------------------------------------------------------------
@@ -161,6 +168,7 @@ def _dump_into(
     protocol: int,
     filename: str | None,
     warm: bool = True,
+    report: progress.ProgressCallback | None = None,
 ) -> Any:
     """Pickle ``value`` and have the daemon write joblib's stream into the
     empty file ``fd`` (and, when ``warm``, build its segment afterwards). Uncompressed array bytes are written here, into the
@@ -188,7 +196,9 @@ def _dump_into(
         try:
             if streamed:
                 seal(payload_fd, writable=True)
-                with StreamedPayload(payload_fd, plan) as fill:
+                with StreamedPayload(payload_fd, plan) as fill, progress.watching(
+                    report, progress.payload_consumed(payload_fd), plan.size
+                ):
                     reply = endpoint.dump(request, [fd, payload_fd], filename, fill)
             else:  # only pickles (a large skeleton, object arrays)
                 plan.write_payload(
@@ -248,6 +258,7 @@ def _load_path(
     mode: str | None,
     ensure: bool,
     allowed: frozenset[str] | None,
+    report: progress.ProgressCallback | None = None,
 ) -> Any:
     # FileNotFoundError / PermissionError / IsADirectoryError, as open() gives.
     fd = open_source(filename, writable=mode == "r+")
@@ -260,7 +271,10 @@ def _load_path(
                 source_inline=os.pread(fd, size, 0), filename=filename
             )
         else:
-            reply, session_id = endpoint.load(fd=fd, filename=filename)
+            status = lambda: endpoint.call("Status", pb.StatusRequest(), timeout=2.0)  # noqa: E731
+            with progress.watching(report, progress.build_read(status, fd), size,
+                                   progress.LOAD_POLL_S):
+                reply, session_id = endpoint.load(fd=fd, filename=filename)
 
         if reply.format == pb.FORMAT_ZFILE:
             # joblib < 0.10 Z-file: joblib ignores mmap_mode and byte order here.
