@@ -264,3 +264,18 @@ def test_without_fsspec_the_error_names_the_extra(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setitem(sys.modules, "fsspec.core", None)
     with pytest.raises(ImportError, match=r"pip install persistd\[fsspec\]"):
         persistd.load("s3://%s/anything.pkl" % BUCKET)
+
+
+def test_secrets_in_a_url_never_reach_the_daemon(daemon: Daemon) -> None:
+    """A presigned URL's signature (or a password) is not the daemon's to
+    log or list: it keys the object by a digest of the query instead."""
+    url = "memory://persistd/signed.pkl?X-Amz-Signature=topsecret"
+    want = value(seed=8)
+    persistd.dump(want, url, compress="lz4")
+    assert_equal(persistd.load(url), want)
+    other = "memory://persistd/signed.pkl?X-Amz-Signature=another"
+    persistd.dump(value(seed=9), other, compress="lz4")
+    assert_equal(persistd.load(other), value(seed=9))  # not the first one's segment
+    listed = [s["source_path"] for s in admin.list_segments() if "signed.pkl" in s["source_path"]]
+    assert len(listed) == 2 and not any("secret" in p or "another" in p for p in listed)
+    assert "topsecret" not in daemon.log()

@@ -26,9 +26,11 @@ import contextlib
 import datetime
 import email.utils
 import errno
+import hashlib
 import os
 import re
 import tempfile
+import urllib.parse
 from collections.abc import Callable
 from typing import Any
 
@@ -38,8 +40,9 @@ from persistd.fetch import RangedFetch
 from persistd.files import STREAM_HEADER_BYTES, memory_file, seal
 from persistd.unpickling import Loader, legacy_message, warn
 
-#: A URL names its protocol ("s3://", "gs://", "memory://", "file://"...).
-_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+#: A URL names its protocol ("s3://", "gs://", "memory://", "file://"...),
+#: or starts an fsspec chain ("simplecache::s3://...").
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+._-]*(://|::)")
 #: Upload part size (S3 needs at least 5 MiB per part but the last).
 UPLOAD_PART_BYTES = 8 << 20
 _READ_ONLY = ("http", "https")
@@ -48,6 +51,19 @@ _READ_ONLY = ("http", "https")
 def is_url(name: Any) -> bool:
     """Whether ``name`` is an fsspec URL rather than a local path."""
     return isinstance(name, str) and _URL.match(name) is not None
+
+
+def public_name(url: str) -> str:
+    """``url`` without what may be a secret: a password in it, or a query
+    (a presigned URL's signature), which is replaced by a digest so that
+    URLs that differ only there still name different objects. This is the
+    name the daemon keys, logs and lists; fsspec gets the URL as given."""
+    parts = urllib.parse.urlsplit(url)
+    netloc = parts.netloc.rpartition("@")[2]
+    query = ""
+    if parts.query:
+        query = "sha256=" + hashlib.sha256(parts.query.encode()).hexdigest()[:16]
+    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
 def load(
@@ -67,6 +83,7 @@ def load(
             "decompressed copy), or None" % url
         )
     fs, path = _filesystem(url)
+    url = public_name(url)  # what the daemon, logs and messages see
     info = _info(fs, path, url)
     if info.get("type") == "directory":
         raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), url)
@@ -98,27 +115,31 @@ def load(
     return value
 
 
-def dump(endpoint: transport.Endpoint, url: str, write: Callable[[int, bool], Any]) -> str:
-    """``persistd.dump(value, url, ...)``: ``write(fd, warm)`` has the
-    daemon write the joblib file into the empty temp file ``fd`` (told not
-    to warm its cache: the file's identity is not the object's); then the
+def dump(
+    endpoint: transport.Endpoint, url: str, write: Callable[[int, str, bool], Any]
+) -> str:
+    """``persistd.dump(value, url, ...)``: ``write(fd, name, warm)`` has
+    the daemon write the joblib file into the empty temp file ``fd`` (as
+    ``name``, the URL without secrets, and told not to warm its cache: the
+    file's identity is not the object's); then the
     file is uploaded and the node's cache warmed for the new object.
     Returns ``url``. A failed upload leaves no object (its multipart upload
     is aborted), and nothing is left locally."""
     fs, path = _filesystem(url)
+    name = public_name(url)
     if fs.protocol in _READ_ONLY or (isinstance(fs.protocol, tuple) and fs.protocol[0] in _READ_ONLY):
         raise ValueError(
             "%s: http(s) URLs are read-only; dump to an object store (s3://, gs://, "
-            "...) or a path" % url
+            "...) or a path" % name
         )
     fd = os.open(tempfile.gettempdir(), os.O_TMPFILE | os.O_RDWR | os.O_CLOEXEC, 0o600)
     try:
-        write(fd, False)
+        write(fd, name, False)
         size = os.fstat(fd).st_size
-        _upload(fs, path, url, fd, size)
-        identity = _identity(url, _info(fs, path, url))
+        _upload(fs, path, name, fd, size)
+        identity = _identity(name, _info(fs, path, name))
         if identity is not None:
-            _warm(endpoint, url, identity, fd)
+            _warm(endpoint, name, identity, fd)
     finally:
         os.close(fd)
     return url
