@@ -13,15 +13,18 @@ build_daemon
 if "$PY" -m persistd status >/dev/null 2>&1; then
   log "persistd already answers on its default socket; reusing it"
 else
-  logdir="$HOME/.local/state/persistd"
-  mkdir -p "$logdir"
-  log "starting $DAEMON (log: $logdir/persistd.log)"
-  nohup "$DAEMON" >>"$logdir/persistd.log" 2>&1 </dev/null &
+  # The daemon logs in its store (<store>/persistd.log, which `persistctl
+  # status` names); its stderr only says why it could not start.
+  startup_errors="$(mktemp)"
+  log "starting $DAEMON"
+  nohup "$DAEMON" >/dev/null 2>"$startup_errors" </dev/null &
   for _ in $(seq 100); do
     "$PY" -m persistd status >/dev/null 2>&1 && break
     sleep 0.1
   done
-  "$PY" -m persistd status >/dev/null || { tail "$logdir/persistd.log"; exit 1; }
+  "$PY" -m persistd status >/dev/null || { cat "$startup_errors"; rm -f "$startup_errors"; exit 1; }
+  rm -f "$startup_errors"
+  log "persistd serves; its log: $("$PY" -m persistd status --json | "$PY" -c 'import json, sys; print(json.load(sys.stdin)["log_file"])')"
 fi
 
 log "running the spec's basic example"
