@@ -7,7 +7,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
-#include "server/default_paths.h"
+#include "common/default_paths.h"
 
 namespace persistd {
 
@@ -94,7 +94,7 @@ std::string LogFile(const DaemonOptions& options) {
 std::string DaemonUsage() {
   return absl::StrCat(
       "usage: persistd [--store DIR] [--socket PATH] [--cache-bytes N] [--threads N]\n"
-      "                [--fsync | --no-fsync]\n"
+      "                [--fsync | --no-fsync] [--sweep-seconds N]\n"
       "                [--max-pickle-bytes N] [--max-pickle-memory N]\n"
       "                [--log-level LEVEL] [--log-file PATH]\n"
       "\n"
@@ -122,6 +122,9 @@ std::string DaemonUsage() {
       "                     power loss; --no-fsync: only atomic against crashes of\n"
       "                     processes (default: $PERSISTD_FSYNC=1/0, else off, as\n"
       "                     joblib, LevelDB and RocksDB default)\n"
+      "  --sweep-seconds N  every N seconds, evict the cached segments whose source\n"
+      "                     file was deleted or replaced: they can never serve a\n"
+      "                     load again (default: 60; 0: never)\n"
       "  --max-pickle-bytes N\n"
       "                     refuse to load a file whose pickle part (its decoded\n"
       "                     stream less raw array data, held in memory while it is\n"
@@ -232,6 +235,13 @@ absl::StatusOr<DaemonOptions> ParseDaemonOptions(
             "--log-file needs a path, or '-' for stderr");
       }
       options.log_file = *v;
+    } else if (flag == "--sweep-seconds") {
+      absl::StatusOr<std::string> v = take();
+      if (!v.ok()) return v.status();
+      if (!absl::SimpleAtoi(*v, &options.sweep_seconds) || options.sweep_seconds < 0) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "--sweep-seconds: '", *v, "' is not a number of seconds (0 to never sweep)"));
+      }
     } else if (flag == "--threads") {
       absl::StatusOr<std::string> v = take();
       if (!v.ok()) return v.status();

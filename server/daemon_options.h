@@ -19,6 +19,9 @@ struct DaemonOptions {
   uint64_t cache_bytes = 0;
   int codec_threads = 1;
   bool fsync = false;
+  // How often segments whose source file was deleted or replaced are
+  // evicted (StaleSweeper); 0 never.
+  int sweep_seconds = 60;
   // What indexing one file may cost (PickleLimits): the pickle part of
   // its decoded stream, and the indexer's memory besides it.
   uint64_t max_pickle_bytes = uint64_t{256} << 20;
@@ -39,6 +42,7 @@ struct DaemonOptions {
 //   --cache-bytes  $PERSISTD_CACHE_BYTES, else a quarter of physical memory
 //   --threads  the number of online CPUs
 //   --fsync / --no-fsync  $PERSISTD_FSYNC=1/0, else off
+//   --sweep-seconds  60
 //   --max-pickle-bytes   256M
 //   --max-pickle-memory  32M
 //   --log-level  $PERSISTD_LOG_LEVEL, else info

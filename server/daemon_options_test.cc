@@ -102,6 +102,18 @@ TEST(DaemonOptionsTest, BadVariableIsAnErrorNamingIt) {
   ::unsetenv("PERSISTD_FSYNC");
 }
 
+TEST(DaemonOptionsTest, SweepSeconds) {
+  absl::StatusOr<DaemonOptions> options = ParseDaemonOptions({});
+  ASSERT_TRUE(options.ok());
+  EXPECT_EQ(options->sweep_seconds, 60);
+  options = ParseDaemonOptions({"--sweep-seconds=0"});
+  ASSERT_TRUE(options.ok());
+  EXPECT_EQ(options->sweep_seconds, 0);
+  absl::StatusOr<DaemonOptions> bad = ParseDaemonOptions({"--sweep-seconds", "-1"});
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("--sweep-seconds"), std::string::npos);
+}
+
 TEST(DaemonOptionsTest, LogLevelAndFile) {
   absl::StatusOr<DaemonOptions> options = ParseDaemonOptions({"--store", "/s"});
   ASSERT_TRUE(options.ok());

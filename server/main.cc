@@ -20,15 +20,15 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "common/io/atomic_file.h"
+#include "common/io/errno_status.h"
+#include "common/io/scoped_fd.h"
 #include "common/log/log.h"
 #include "grpcpp/server.h"
 #include "grpcpp/server_builder.h"
 #include "grpcpp/support/server_interceptor.h"
 #include "server/daemon_options.h"
-#include "server/io/atomic_file.h"
-#include "server/io/errno_status.h"
 #include "server/io/exit_watchdog.h"
-#include "server/io/scoped_fd.h"
 #include "server/io/unix_socket.h"
 #include "server/service/descriptor_inbox.h"
 #include "server/service/listener.h"
@@ -37,6 +37,7 @@
 #include "server/service/rpc_log.h"
 #include "server/store/segment_builder.h"
 #include "server/store/segment_cache.h"
+#include "server/store/stale_sweeper.h"
 
 namespace persistd {
 namespace {
@@ -160,6 +161,7 @@ int Run(const DaemonOptions& options) {
   SetDefaultBuildLimits(limits);  // before any build can start
 
   SegmentCache cache(store + "/segments", options.cache_bytes);
+  StaleSweeper sweeper(&cache, absl::Seconds(options.sweep_seconds));
   PeerTable peers;
   ServiceInfo info{kPersistdVersion, store, socket_path, options.codec_threads,
                    options.fsync};

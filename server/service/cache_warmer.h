@@ -22,7 +22,7 @@
 #include <thread>
 
 #include "absl/synchronization/mutex.h"
-#include "server/io/scoped_fd.h"
+#include "common/io/scoped_fd.h"
 #include "server/service/build_progress.h"
 #include "server/store/segment_cache.h"
 

@@ -12,10 +12,10 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "common/io/errno_status.h"
+#include "common/io/fd_passing.h"
 #include "common/log/log.h"
 #include "server/io/acceptor.h"
-#include "server/io/errno_status.h"
-#include "server/io/fd_passing.h"
 #include "server/io/rate_limited_log.h"
 #include "server/io/unix_socket.h"
 

@@ -28,7 +28,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
-#include "server/io/scoped_fd.h"
+#include "common/io/scoped_fd.h"
 
 namespace persistd {
 

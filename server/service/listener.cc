@@ -14,11 +14,11 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "common/io/errno_status.h"
+#include "common/io/fd_passing.h"
 #include "common/log/log.h"
 #include "grpcpp/server_posix.h"
 #include "server/io/acceptor.h"
-#include "server/io/errno_status.h"
-#include "server/io/fd_passing.h"
 #include "server/io/rate_limited_log.h"
 #include "server/io/unix_socket.h"
 

@@ -17,8 +17,8 @@
 #include <thread>
 
 #include "absl/status/statusor.h"
+#include "common/io/scoped_fd.h"
 #include "grpcpp/server.h"
-#include "server/io/scoped_fd.h"
 #include "server/service/peer_table.h"
 
 namespace persistd {

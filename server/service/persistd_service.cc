@@ -15,15 +15,16 @@
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "common/io/errno_status.h"
+#include "common/io/mapped_region.h"
+#include "common/io/scoped_fd.h"
 #include "common/log/log.h"
-#include "server/io/errno_status.h"
 #include "server/codec/codec.h"
 #include "server/io/byte_sink.h"
-#include "server/io/mapped_region.h"
-#include "server/io/scoped_fd.h"
 #include "server/service/streamed_payload.h"
 #include "server/store/dump_writer.h"
 #include "server/store/segment_builder.h"
+#include "server/store/source_state.h"
 
 namespace persistd {
 
@@ -43,18 +44,6 @@ grpc::Status Invalid(const std::string& message) {
 constexpr absl::Duration kFdWait = absl::Seconds(5);
 // Results of inline sources up to this size come back in the reply.
 constexpr uint64_t kInlineReplyBytes = 1 << 20;
-
-SourceVersion VersionOf(const struct stat& st, bool raw, const std::string& path) {
-  SourceVersion version;
-  version.path = path;
-  version.raw = raw;
-  version.dev = st.st_dev;
-  version.ino = st.st_ino;
-  version.size = st.st_size;
-  version.mtime_ns = st.st_mtim.tv_sec * 1000000000LL + st.st_mtim.tv_nsec;
-  version.ctime_ns = st.st_ctim.tv_sec * 1000000000LL + st.st_ctim.tv_nsec;
-  return version;
-}
 
 // Maps a payload the client sealed: without F_SEAL_SHRINK it could
 // truncate the file under our mapping and kill the daemon with SIGBUS.
@@ -80,15 +69,6 @@ absl::StatusOr<ScopedFd> MemoryFile(const char* label, absl::string_view bytes) 
   if (status.ok()) status = sink.Finish();
   if (!status.ok()) return status;
   return fd;
-}
-
-// The path the kernel reports for an open descriptor, or `fallback`.
-std::string LinkTarget(int fd, const std::string& fallback) {
-  char buffer[4096];
-  const std::string proc = absl::StrCat("/proc/self/fd/", fd);
-  ssize_t n = ::readlink(proc.c_str(), buffer, sizeof(buffer));
-  if (n <= 0 || n == static_cast<ssize_t>(sizeof(buffer))) return fallback;
-  return std::string(buffer, static_cast<size_t>(n));
 }
 
 // Names an O_TMPFILE file (linkat through /proc, which needs no privilege).
@@ -539,30 +519,6 @@ grpc::Status PersistdService::Status(grpc::ServerContext*,
 
 
 // -- administration (persistctl cache ls / evict) -----------------------------
-namespace {
-
-// Whether the file at a segment's recorded source path is still the version
-// it was built from. For listings only: loads never stat a path.
-v1::SegmentInfo::SourceState SourceStateOf(const SourceVersion& version) {
-  if (version.path.empty() || version.path[0] != '/') {
-    return v1::SegmentInfo::SOURCE_UNKNOWN;
-  }
-  struct stat st;
-  if (::stat(version.path.c_str(), &st) != 0) {
-    return errno == ENOENT || errno == ENOTDIR ? v1::SegmentInfo::SOURCE_MISSING
-                                               : v1::SegmentInfo::SOURCE_UNKNOWN;
-  }
-  return version.Matches(VersionOf(st, version.raw, version.path))
-             ? v1::SegmentInfo::SOURCE_CURRENT
-             : v1::SegmentInfo::SOURCE_CHANGED;
-}
-
-bool IsStale(v1::SegmentInfo::SourceState state) {
-  return state == v1::SegmentInfo::SOURCE_MISSING ||
-         state == v1::SegmentInfo::SOURCE_CHANGED;
-}
-
-}  // namespace
 
 grpc::Status PersistdService::ListSegments(grpc::ServerContext*,
                                            const v1::ListSegmentsRequest*,

@@ -19,13 +19,13 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "common/io/atomic_file.h"
+#include "common/io/errno_status.h"
+#include "common/io/scoped_fd.h"
 #include "common/log/log.h"
 #include "server/codec/codec.h"
-#include "server/format/pickle_limits.h"
 #include "server/format/joblib_indexer.h"
-#include "server/io/atomic_file.h"
-#include "server/io/errno_status.h"
-#include "server/io/scoped_fd.h"
+#include "server/format/pickle_limits.h"
 
 namespace persistd {
 
