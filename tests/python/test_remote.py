@@ -279,3 +279,19 @@ def test_secrets_in_a_url_never_reach_the_daemon(daemon: Daemon) -> None:
     listed = [s["source_path"] for s in admin.list_segments() if "signed.pkl" in s["source_path"]]
     assert len(listed) == 2 and not any("secret" in p or "another" in p for p in listed)
     assert "topsecret" not in daemon.log()
+
+
+@pytest.mark.parametrize("compress", [0, "lz4"])
+def test_a_failed_dump_uploads_nothing(s3: LocalS3, compress: Any) -> None:
+    """The compressed upload runs while the daemon writes: a dump that
+    fails leaves no object (and an overwrite leaves the old one)."""
+    key = "%s/failed-%s.pkl" % (BUCKET, compress)
+    url = "s3://" + key
+    with pytest.raises(Exception):
+        persistd.dump({"w": np.ones(300_000), "f": lambda: 0}, url, compress=compress)
+    assert not s3.fs.exists(key)
+    persistd.dump(value(seed=10), url, compress=compress)
+    with pytest.raises(Exception):
+        persistd.dump({"w": np.ones(300_000), "f": lambda: 0}, url, compress=compress)
+    s3.fs.invalidate_cache()
+    assert_equal(persistd.load(url), value(seed=10))

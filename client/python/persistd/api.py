@@ -103,6 +103,7 @@ def dump(
         return remote.dump(
             endpoint, path,
             lambda fd, name, warm: _dump_into(endpoint, value, fd, choice, protocol, name, warm, report),
+            appends=choice.codec != pb.CODEC_NONE,
         )
     if path is not None:
         with TempTarget(path) as target:

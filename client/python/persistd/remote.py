@@ -30,6 +30,7 @@ import hashlib
 import os
 import re
 import tempfile
+import threading
 import urllib.parse
 from collections.abc import Callable
 from typing import Any
@@ -116,13 +117,19 @@ def load(
 
 
 def dump(
-    endpoint: transport.Endpoint, url: str, write: Callable[[int, str, bool], Any]
+    endpoint: transport.Endpoint,
+    url: str,
+    write: Callable[[int, str, bool], Any],
+    *,
+    appends: bool = False,
 ) -> str:
     """``persistd.dump(value, url, ...)``: ``write(fd, name, warm)`` has
     the daemon write the joblib file into the empty temp file ``fd`` (as
     ``name``, the URL without secrets, and told not to warm its cache: the
-    file's identity is not the object's); then the
-    file is uploaded and the node's cache warmed for the new object.
+    file's identity is not the object's); the file is uploaded, and the
+    node's cache warmed for the new object. With ``appends`` (a compressed
+    dump: the daemon only appends, and every byte below the file's size is
+    final) the upload runs while the daemon compresses, part by part.
     Returns ``url``. A failed upload leaves no object (its multipart upload
     is aborted), and nothing is left locally."""
     fs, path = _filesystem(url)
@@ -134,9 +141,12 @@ def dump(
         )
     fd = os.open(tempfile.gettempdir(), os.O_TMPFILE | os.O_RDWR | os.O_CLOEXEC, 0o600)
     try:
-        write(fd, name, False)
-        size = os.fstat(fd).st_size
-        _upload(fs, path, name, fd, size)
+        if appends:
+            _write_while_uploading(fs, path, name, fd, lambda: write(fd, name, False))
+        else:
+            write(fd, name, False)
+            size = os.fstat(fd).st_size
+            _upload(fs, path, name, fd, lambda: size)
         identity = _identity(name, _info(fs, path, name))
         if identity is not None:
             _warm(endpoint, name, identity, fd)
@@ -215,18 +225,66 @@ def _load_unversioned(
 
 
 # -- dumping -------------------------------------------------------------------
-def _upload(fs: Any, path: str, url: str, fd: int, size: int) -> None:
+def _write_while_uploading(
+    fs: Any, path: str, url: str, fd: int, write: Callable[[], Any]
+) -> None:
+    """Runs ``write`` (the daemon appends the file) while a thread uploads
+    the parts it has finished; the last part goes once it returns."""
+    final: list[int] = []  # the file's size, once written
+    stop = threading.Event()  # set when the upload is to end: written or failed
+    failed: list[BaseException] = []
+
+    def size() -> int | None:
+        return final[0] if final else None
+
+    def upload() -> None:
+        try:
+            _upload(fs, path, url, fd, size, stop)
+        except BaseException as exc:  # reported by the caller's thread
+            failed.append(exc)
+
+    uploader = threading.Thread(target=upload, name="persistd-upload", daemon=True)
+    uploader.start()
+    try:
+        write()
+        final.append(os.fstat(fd).st_size)
+    finally:
+        stop.set()
+        uploader.join()
+    if failed:
+        raise failed[0]
+
+
+def _upload(
+    fs: Any,
+    path: str,
+    url: str,
+    fd: int,
+    final_size: Callable[[], int | None],
+    growing: threading.Event | None = None,
+) -> None:
     """Streams the file at ``fd`` to ``path`` in parts, committed only once
-    whole (a multipart upload is aborted on failure)."""
+    whole (a multipart upload is aborted on failure). ``final_size()`` is
+    None while the file still grows: then whole parts below its size go up,
+    waiting on ``growing`` between looks; set with no final size, it
+    means the write failed."""
     target = fs.open(path, "wb", block_size=UPLOAD_PART_BYTES, autocommit=False)
     try:
         offset = 0
-        while offset < size:
-            part = os.pread(fd, min(UPLOAD_PART_BYTES, size - offset), offset)
-            if not part:
-                raise EOFError("persistd: the dumped file for %s ended early" % url)
-            target.write(part)
-            offset += len(part)
+        while True:
+            final = final_size()
+            ready = final if final is not None else os.fstat(fd).st_size
+            while ready - offset >= UPLOAD_PART_BYTES or (final is not None and offset < ready):
+                part = os.pread(fd, min(UPLOAD_PART_BYTES, ready - offset), offset)
+                if not part:
+                    raise EOFError("persistd: the dumped file for %s ended early" % url)
+                target.write(part)
+                offset += len(part)
+            if final is not None:
+                break
+            assert growing is not None
+            if growing.wait(0.01) and final_size() is None:
+                raise RuntimeError("persistd: the dump to %s failed; nothing was uploaded" % url)
         target.close()
         target.commit()
     except BaseException:
