@@ -295,3 +295,17 @@ def test_a_failed_dump_uploads_nothing(s3: LocalS3, compress: Any) -> None:
         persistd.dump({"w": np.ones(300_000), "f": lambda: 0}, url, compress=compress)
     s3.fs.invalidate_cache()
     assert_equal(persistd.load(url), value(seed=10))
+
+
+def test_http_urls_load_and_are_read_only(s3: LocalS3, tmp_path: Path) -> None:
+    """http(s): the same fetch (ranged GETs, keyed by the ETag the server
+    sends); a dump to one is refused."""
+    want = value(seed=11)
+    put_joblib(s3, "public.pkl", want, tmp_path)
+    s3.fs.chmod("%s/public.pkl" % BUCKET, acl="public-read")
+    url = "%s/%s/public.pkl" % (s3.endpoint, BUCKET)
+    assert_equal(persistd.load(url), want)
+    assert_equal(persistd.load(url, mmap_mode="r"), want)
+    assert s3.gets("%s/public.pkl" % BUCKET) == 1
+    with pytest.raises(ValueError, match="read-only"):
+        persistd.dump(want, url)
