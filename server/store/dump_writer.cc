@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "server/codec/codec.h"
+#include "server/codec/codec_proto.h"
 #include "server/format/joblib_writer.h"
 #include "server/io/byte_sink.h"
 
@@ -110,7 +111,7 @@ absl::StatusOr<v1::DumpReply> WriteDump(const v1::DumpRequest& request,
   absl::StatusOr<absl::string_view> skeleton =
       Slice(payload, request.skeleton(), "skeleton");
   if (!skeleton.ok()) return skeleton.status();
-  const Codec codec = static_cast<Codec>(request.codec());
+  const Codec codec = FromProto(request.codec());
   std::vector<DumpArraySpec> arrays;
   arrays.reserve(request.arrays_size());
   for (int i = 0; i < request.arrays_size(); ++i) {
@@ -152,8 +153,11 @@ absl::StatusOr<v1::DumpReply> WriteDump(const v1::DumpRequest& request,
   std::unique_ptr<ByteSink> encoder;
   ByteSink* stream_sink = &file_sink;
   if (codec != Codec::kNone) {
+    // An encoder that waits on its workers (xz) asks whether the client
+    // is still there while it waits: ready(0) reports only that.
     absl::StatusOr<std::unique_ptr<ByteSink>> made =
-        NewEncoder(codec, request.level(), threads, &file_sink);
+        NewEncoder(codec, request.level(), threads, &file_sink,
+                   [&ready] { return !ready(0).ok(); });
     if (!made.ok()) return made.status();
     encoder = *std::move(made);
     stream_sink = encoder.get();

@@ -24,6 +24,7 @@
 #include "common/io/scoped_fd.h"
 #include "common/log/log.h"
 #include "server/codec/codec.h"
+#include "server/codec/codec_proto.h"
 #include "server/format/joblib_indexer.h"
 #include "server/format/pickle_limits.h"
 
@@ -444,7 +445,7 @@ absl::StatusOr<SourceHead> ReadHead(const SegmentSource& source) {
     result.codec = v1::CODEC_ZLIB;
     result.stream_start = pos;
   } else {
-    result.codec = static_cast<v1::Codec>(DetectCodec(prefix));
+    result.codec = ToProto(DetectCodec(prefix));
   }
   if (source.raw) result.format = v1::FORMAT_RAW;
   return result;
@@ -515,7 +516,7 @@ absl::StatusOr<v1::LoadReply> BuildSegmentInto(const SegmentSource& source,
   // A sequential reader: larger readahead while we decode.
   ::posix_fadvise(source.fd, 0, 0, POSIX_FADV_SEQUENTIAL);
 
-  const Codec codec = static_cast<Codec>(head->codec);
+  const Codec codec = FromProto(head->codec);
   const uint64_t end = source.offset + source.size;
   FileSource input(source.fd, source.offset + head->stream_start, end, name,
                    codec != Codec::kNone && !source.release_behind &&
