@@ -46,6 +46,10 @@ with persistd.Client(timeout=120, autostart=False) as client:
         np.testing.assert_array_equal(theirs["w"], model["w"])
     joblib.dump(model, "j.pkl", compress=3)  # persistd reads what joblib wrote
     np.testing.assert_array_equal(persistd.load("j.pkl")["w"], model["w"])
+import typing  # documentation and validation tools evaluate the public hints
+for function in (persistd.dump, persistd.load, persistd.Client.__init__,
+                 persistd.Client.dump, persistd.Client.load):
+    typing.get_type_hints(function)
 print("ok", sys.version.split()[0], np.__version__, joblib.__version__)
 """
 

@@ -14,6 +14,10 @@ A client's methods are the single entry point of every dump and load, so
 whatever applies to all of them (argument checks, dispatch) happens there.
 A client may be used from many threads, and across ``fork``: each process
 opens its own connection to the daemon on its first call (``transport``).
+
+The public signatures spell ``Optional``/``Union`` rather than ``X | Y``:
+``typing.get_type_hints`` (used by documentation and validation tools)
+evaluates them, and Python 3.9 cannot evaluate ``X | Y``.
 """
 
 from __future__ import annotations
@@ -22,10 +26,11 @@ import os
 import threading
 from collections.abc import Callable, Iterable
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any, Literal, Optional, Union
 
 from persistd import admin, api, paths, transport
 from persistd.api import Compress, FileSource, FileTarget, MmapMode
+from persistd.progress import Progress
 
 
 class Client:
@@ -53,10 +58,10 @@ class Client:
 
     def __init__(
         self,
-        socket: str | os.PathLike[str] | None = None,
+        socket: Optional[Union[str, os.PathLike[str]]] = None,
         *,
-        timeout: float | None = None,
-        autostart: bool | None = None,
+        timeout: Optional[float] = None,
+        autostart: Optional[bool] = None,
     ) -> None:
         if timeout is not None and not timeout > 0:
             raise ValueError("timeout must be a positive number of seconds or None, not %r"
@@ -78,7 +83,7 @@ class Client:
         return self._settings.autostart
 
     @property
-    def timeout(self) -> float | None:
+    def timeout(self) -> Optional[float]:
         """Seconds one dump or load may take (None: no limit)."""
         return self._endpoint.timeout
 
@@ -87,24 +92,28 @@ class Client:
         value: Any,
         filename: FileTarget,
         compress: Compress = 0,
-        protocol: int | None = None,
-    ) -> str | None:
+        protocol: Optional[int] = None,
+        *,
+        progress: Progress = None,
+    ) -> Optional[str]:
         """``persistd.dump`` through this client's daemon."""
-        return api.dump(self._open_endpoint(), value, filename, compress, protocol)
+        return api.dump(self._open_endpoint(), value, filename, compress, protocol,
+                        progress_to=progress)
 
     def load(
         self,
         filename: FileSource,
         mmap_mode: MmapMode = None,
-        ensure_native_byte_order: bool | Literal["auto"] = "auto",
+        ensure_native_byte_order: Union[bool, Literal["auto"]] = "auto",
         *,
         allow_pickle: bool = True,
-        allowed_globals: Iterable[str | Callable[..., Any]] = (),
+        allowed_globals: Iterable[Union[str, Callable[..., Any]]] = (),
+        progress: Progress = None,
     ) -> Any:
         """``persistd.load`` through this client's daemon."""
         return api.load(
             self._open_endpoint(), filename, mmap_mode, ensure_native_byte_order,
-            allow_pickle=allow_pickle, allowed_globals=allowed_globals,
+            allow_pickle=allow_pickle, allowed_globals=allowed_globals, progress_to=progress,
         )
 
     def status(self) -> dict[str, Any]:
@@ -126,9 +135,9 @@ class Client:
 
     def __exit__(
         self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
+        exc_type: Optional[type[BaseException]],
+        exc: Optional[BaseException],
+        traceback: Optional[TracebackType],
     ) -> None:
         self.close()
 
@@ -143,7 +152,7 @@ class Client:
         return self._endpoint
 
 
-_default: Client | None = None
+_default: Optional[Client] = None
 _default_lock = threading.Lock()
 
 
@@ -179,8 +188,10 @@ def dump(
     value: Any,
     filename: FileTarget,
     compress: Compress = 0,
-    protocol: int | None = None,
-) -> str | None:
+    protocol: Optional[int] = None,
+    *,
+    progress: Progress = None,
+) -> Optional[str]:
     """Persist an arbitrary Python object into one file, joblib's format.
 
     Parameters
@@ -199,21 +210,27 @@ def dump(
         method at its default level; a (method, level) tuple picks both.
     protocol: int, optional
         Pickle protocol; None (or negative) means pickle.HIGHEST_PROTOCOL.
+    progress: bool or callable (persistd only; keyword)
+        True: a progress bar on stderr (a terminal) once the dump has run
+        0.5 s; a callable gets ``(done, total)`` bytes as the daemon
+        compresses; None: $PERSISTD_PROGRESS (1: a bar). See
+        ``persistd.progress``.
 
     Returns
     -------
     The filename as a str for paths, None for file objects.
     """
-    return default_client().dump(value, filename, compress, protocol)
+    return default_client().dump(value, filename, compress, protocol, progress=progress)
 
 
 def load(
     filename: FileSource,
     mmap_mode: MmapMode = None,
-    ensure_native_byte_order: bool | Literal["auto"] = "auto",
+    ensure_native_byte_order: Union[bool, Literal["auto"]] = "auto",
     *,
     allow_pickle: bool = True,
-    allowed_globals: Iterable[str | Callable[..., Any]] = (),
+    allowed_globals: Iterable[Union[str, Callable[..., Any]]] = (),
+    progress: Progress = None,
 ) -> Any:
     """Reconstruct a Python object from a file persisted with ``dump`` (or
     with joblib.dump, any version back to 0.8).
@@ -241,8 +258,11 @@ def load(
     allowed_globals: iterable of str or classes (persistd only; keyword)
         With ``allow_pickle=False``, more globals to admit ("module.name"
         strings, or the objects themselves).
+    progress: bool or callable (persistd only; keyword)
+        As for ``dump``: the bytes of the file the daemon has decoded while
+        it builds the shared segment.
     """
     return default_client().load(
         filename, mmap_mode, ensure_native_byte_order,
-        allow_pickle=allow_pickle, allowed_globals=allowed_globals,
+        allow_pickle=allow_pickle, allowed_globals=allowed_globals, progress=progress,
     )
