@@ -338,7 +338,8 @@ absl::StatusOr<SegmentCache::Acquired> SegmentCache::Fulfill(
     LapseTicketsLocked("");
     auto it = tickets_.find(ticket);
     if (it == tickets_.end() || it->second.session != session) {
-      return absl::NotFoundError(absl::StrCat(
+      // Not NotFound: that would read as "no such object" to the client.
+      return absl::AbortedError(absl::StrCat(
           "fetch ticket ", ticket, " is unknown to this session, or lapsed (a ticket "
           "is redeemed within ", kTicketLifetimeSeconds, " s): load again"));
     }

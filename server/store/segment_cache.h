@@ -148,7 +148,7 @@ class SegmentCache {
   absl::StatusOr<Claimed> Claim(const SourceVersion& version,
                                 const std::string& session);
   // Runs the build `session` claimed under `ticket` with `build`, and
-  // leases the segment to `session`. NotFound for a ticket that is unknown,
+  // leases the segment to `session`. Aborted for a ticket that is unknown,
   // lapsed, fulfilled already or another session's.
   absl::StatusOr<Acquired> Fulfill(const std::string& ticket,
                                    const std::string& session,

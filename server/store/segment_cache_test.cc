@@ -421,7 +421,7 @@ TEST(SegmentCacheRemoteTest, OneClaimantFetchesAndTheOthersWaitForIt) {
   }
   // A ticket is redeemed once.
   EXPECT_EQ(cache.Fulfill(claimed->ticket, "s1", FakeFetch(10, &calls)).status().code(),
-            absl::StatusCode::kNotFound);
+            absl::StatusCode::kAborted);
 }
 
 TEST(SegmentCacheRemoteTest, TheEtagIsTheVersionAndTheMtimeCountsWithoutOne) {
@@ -451,7 +451,7 @@ TEST(SegmentCacheRemoteTest, AFetcherThatGoesAwayHandsTheClaimOver) {
   ASSERT_FALSE(waited->ticket.empty());  // the waiter fetches now
   std::atomic<int> calls{0};
   EXPECT_EQ(cache.Fulfill(claimed->ticket, "fetcher", FakeFetch(10, &calls)).status().code(),
-            absl::StatusCode::kNotFound);
+            absl::StatusCode::kAborted);
   EXPECT_TRUE(cache.Fulfill(waited->ticket, "waiter", FakeFetch(10, &calls)).ok());
   EXPECT_EQ(calls, 1);
 }
