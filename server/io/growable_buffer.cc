@@ -8,7 +8,6 @@
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
-#include "common/io/errno_status.h"
 
 namespace persistd {
 
@@ -64,29 +63,6 @@ absl::StatusOr<char*> GrowableBuffer::TailForWrite(size_t min_size) {
   absl::Status status = Reserve(size_ + min_size);
   if (!status.ok()) return status;
   return data_ + size_;
-}
-
-absl::Status ReadFileInto(int fd, size_t size, const std::string& path,
-                          GrowableBuffer* out) {
-  absl::StatusOr<char*> tail = out->TailForWrite(size);
-  if (!tail.ok()) return tail.status();
-  size_t done = 0;
-  while (done < size) {
-    ssize_t n = ::pread(fd, *tail + done, std::min<size_t>(size - done, 1 << 26),
-                        static_cast<off_t>(done));
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return ErrnoStatus("read", path, errno);
-    }
-    if (n == 0) {
-      return absl::AbortedError(absl::StrCat(
-          path, " shrank while it was being read (", done, " of ", size,
-          " bytes); another program is writing it: retry when it is done"));
-    }
-    done += static_cast<size_t>(n);
-  }
-  out->Commit(size);
-  return absl::OkStatus();
 }
 
 }  // namespace persistd

@@ -56,12 +56,6 @@ class GrowableBuffer : public ByteSink {
   size_t capacity_ = 0;
 };
 
-// Reads exactly `size` bytes of `fd` from offset 0 into `out` with pread.
-// Source files are read, never mapped, so a file truncated by another
-// program while the daemon reads it is an error, not a SIGBUS.
-absl::Status ReadFileInto(int fd, size_t size, const std::string& path,
-                          GrowableBuffer* out);
-
 }  // namespace persistd
 
 #endif  // PERSISTD_SERVER_IO_GROWABLE_BUFFER_H_

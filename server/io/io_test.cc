@@ -10,6 +10,7 @@
 #include "gtest/gtest.h"
 #include "server/io/byte_sink.h"
 #include "server/io/growable_buffer.h"
+#include "server/io/pread_exactly.h"
 
 namespace persistd {
 namespace {
@@ -89,17 +90,18 @@ TEST(GrowableBufferTest, GrowsAcrossManyAppends) {
   EXPECT_EQ(buffer.view()[99 * 100000], static_cast<char>('a' + 99 % 26));
 }
 
-TEST(GrowableBufferTest, ReadFileIntoReportsShortFiles) {
+TEST(PreadExactlyTest, ReadsRangesAndReportsShortFiles) {
   std::string dir = MakeTempDir();
   std::string path = dir + "/short";
   ScopedFd fd(::open(path.c_str(), O_RDWR | O_CREAT, 0600));
   ASSERT_EQ(::write(fd.get(), "0123456789", 10), 10);
-  GrowableBuffer ok;
-  ASSERT_TRUE(ReadFileInto(fd.get(), 10, path, &ok).ok());
-  EXPECT_EQ(ok.view(), "0123456789");
-  GrowableBuffer too_long;
-  EXPECT_EQ(ReadFileInto(fd.get(), 20, path, &too_long).code(),
-            absl::StatusCode::kAborted);
+  char out[20];
+  ASSERT_TRUE(PreadExactly(fd.get(), 2, 5, out, path, 10).ok());
+  EXPECT_EQ(std::string(out, 5), "23456");
+  absl::Status shrank = PreadExactly(fd.get(), 5, 10, out, path, 15);
+  EXPECT_EQ(shrank.code(), absl::StatusCode::kAborted);
+  EXPECT_NE(shrank.message().find("shrank while it was being read (10 of 15"),
+            std::string::npos) << shrank;
 }
 
 }  // namespace

@@ -27,6 +27,7 @@
 #include "server/codec/codec_proto.h"
 #include "server/format/joblib_indexer.h"
 #include "server/format/pickle_limits.h"
+#include "server/io/pread_exactly.h"
 
 namespace persistd {
 
@@ -54,28 +55,6 @@ uint64_t AlignUp(uint64_t n, uint64_t alignment = kSegmentAlignment) {
 
 absl::Status Annotate(const std::string& name, const absl::Status& status) {
   return absl::Status(status.code(), absl::StrCat(name, ": ", status.message()));
-}
-
-// Reads exactly [offset, offset + size) of `fd` into `out`.
-absl::Status PreadExactly(int fd, uint64_t offset, size_t size, char* out,
-                          const std::string& name, uint64_t file_size) {
-  size_t done = 0;
-  while (done < size) {
-    ssize_t n = ::pread(fd, out + done, size - done,
-                        static_cast<off_t>(offset + done));
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return ErrnoStatus("read", name, errno);
-    }
-    if (n == 0) {
-      return absl::AbortedError(absl::StrCat(
-          name, " shrank while it was being read (", offset + done, " of ",
-          file_size, " bytes); another program is writing it: retry when it "
-          "is done"));
-    }
-    done += static_cast<size_t>(n);
-  }
-  return absl::OkStatus();
 }
 
 // cachestat(2) (Linux 6.5): how much of a file range is in the page cache,
