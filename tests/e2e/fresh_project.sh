@@ -127,24 +127,14 @@ assert ratio < 2.0, "the workers' PSS of the model is %.2fx the model" % ratio
 # The daemon serving them is the packaged one, on this user's default socket.
 assert status["socket_path"] == os.path.join(os.environ["XDG_RUNTIME_DIR"], "persistd.sock")
 assert os.readlink("/proc/%d/exe" % status["pid"]).startswith(project)
-# persistctl status lists the pool's clients with their leases.
-rows = [row for value in status.values() if isinstance(value, list)
-        for row in value if isinstance(row, dict) and "pid" in row]
-if rows:
-    by_pid = {int(row["pid"]): row for row in rows}
-    for pid in workers:
-        assert pid in by_pid, "persistctl status does not list worker %d: %s" % (pid, rows)
-        leases = [v for k, v in by_pid[pid].items() if "lease" in k and isinstance(v, int)]
-        assert leases and max(leases) >= 1, by_pid[pid]
-    detail = "per-pid rows: every worker listed with its lease"
-else:
-    # No per-pid rows in this daemon's status: count sessions and leases.
-    assert status["sessions"] >= len(workers), status
-    assert status["leased_segments"] >= 1, status
-    assert segment["leases"] >= len(workers), segment
-    assert len(set(segment["lease_sessions"])) >= len(workers), segment
-    detail = "TODO: no per-pid rows in status yet; %d sessions, %d leases on the model" % (
-        status["sessions"], segment["leases"])
+# persistctl status lists the pool's clients (one session per process,
+# by pid) with their leases: each worker holds the model.
+clients = {int(row["pid"]): row for row in status["clients"]}
+for pid in workers:
+    assert pid in clients, "persistctl status does not list worker %d: %s" % (pid, clients)
+    assert clients[pid]["leases"] >= 1, clients[pid]
+    assert clients[pid]["segment_bytes"] >= size, clients[pid]
+detail = "persistctl status lists every worker's pid with its lease on the model"
 print("ok: %d workers share one model (workers' PSS of it: %.2fx); %s"
       % (len(workers), ratio, detail))
 EOF
