@@ -28,11 +28,12 @@ CacheWarmer::~CacheWarmer() {
   thread_.join();
 }
 
-void CacheWarmer::Warm(ScopedFd fd, SourceVersion version, std::string name) {
+void CacheWarmer::Warm(ScopedFd fd, SourceVersion version, std::string name,
+                       int client_pid) {
   version.ctime_ns = SourceVersion::kUnknownCtime;
   absl::MutexLock lock(&mu_);
   if (stopping_ || queue_.size() >= kMaxQueued) return;
-  queue_.push_back(Job{std::move(fd), std::move(version), std::move(name)});
+  queue_.push_back(Job{std::move(fd), std::move(version), std::move(name), client_pid});
   wake_.Signal();
 }
 
@@ -55,11 +56,11 @@ void CacheWarmer::Loop() {
     absl::StatusOr<SegmentCache::Acquired> built =
         cache_->Acquire(job.version, /*cacheable=*/true, build, "");
     if (!built.ok()) {
-      log::Warning("warming the cache for %s failed: %s", job.name,
-                   built.status().message());
+      log::Warning("warming the cache for %s (dumped by pid %d) failed: %s", job.name,
+                   job.client_pid, built.status().message());
     } else {
-      log::Info("warmed the cache for %s (dumped by this daemon): %s", job.name,
-                built->hit ? "it was cached already" : "segment built");
+      log::Info("warmed the cache for %s (dumped by pid %d): %s", job.name,
+                job.client_pid, built->hit ? "it was cached already" : "segment built");
     }
   }
 }

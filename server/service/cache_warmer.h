@@ -38,14 +38,16 @@ class CacheWarmer {
   CacheWarmer& operator=(const CacheWarmer&) = delete;
 
   // Queues a build of the file open at `fd` (fully written), as `version`
-  // with an unknown ctime. Dropped when the queue is full.
-  void Warm(ScopedFd fd, SourceVersion version, std::string name);
+  // with an unknown ctime; `client_pid` dumped it (for the log). Dropped
+  // when the queue is full.
+  void Warm(ScopedFd fd, SourceVersion version, std::string name, int client_pid);
 
  private:
   struct Job {
     ScopedFd fd;
     SourceVersion version;
     std::string name;
+    int client_pid = -1;
   };
   void Loop();
 

@@ -221,7 +221,8 @@ grpc::Status PersistdService::Dump(grpc::ServerContext* context,
   if (request->codec() != v1::CODEC_NONE && !request->no_warm() &&
       reply->stream_bytes() <= cache_->stats().budget / 2 &&
       ::fstat(target, &st) == 0) {
-    warmer_.Warm(std::move((*fds)[0]), VersionOf(st, false, name), name);
+    warmer_.Warm(std::move((*fds)[0]), VersionOf(st, false, name), name,
+                 ClientPid(context));
   }
   return grpc::Status::OK;
 }
