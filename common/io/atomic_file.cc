@@ -62,14 +62,17 @@ AtomicFile::~AtomicFile() {
   if (!committed_ && !temp_path_.empty()) ::unlink(temp_path_.c_str());
 }
 
-absl::Status AtomicFile::Commit() {
-  if (::fsync(fd_.get()) != 0) return ErrnoStatus("fsync", temp_path_, errno);
+absl::Status AtomicFile::Commit(Sync sync) {
+  const bool durable = sync == Sync::kDurable;
+  if (durable && ::fsync(fd_.get()) != 0) {
+    return ErrnoStatus("fsync", temp_path_, errno);
+  }
   fd_.Reset();
   if (::rename(temp_path_.c_str(), target_.c_str()) != 0) {
     return ErrnoStatus("rename to", target_, errno);
   }
   committed_ = true;
-  return SyncDirectory(DirName(target_));
+  return durable ? SyncDirectory(DirName(target_)) : absl::OkStatus();
 }
 
 }  // namespace persistd

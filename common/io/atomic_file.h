@@ -32,8 +32,15 @@ class AtomicFile {
   const std::string& temp_path() const { return temp_path_; }
   const std::string& target() const { return target_; }
 
-  // fsync, rename over the target, fsync the directory.
-  absl::Status Commit();
+  // How much a Commit survives: kDurable fsyncs the file before the rename
+  // and the directory after, so the new file survives a power loss;
+  // kCrashAtomic only renames, which is atomic against crashes of
+  // processes (the page cache outlives them), for files that are worth
+  // nothing after a reboot.
+  enum class Sync { kDurable, kCrashAtomic };
+
+  // Renames the file over the target, with the syncs `sync` asks for.
+  absl::Status Commit(Sync sync = Sync::kDurable);
 
  private:
   AtomicFile(std::string target, std::string temp_path, ScopedFd fd)

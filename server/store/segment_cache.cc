@@ -17,8 +17,10 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
+#include "common/io/atomic_file.h"
 #include "common/log/log.h"
 #include "proto/store.pb.h"
+#include "server/io/byte_sink.h"
 
 namespace persistd {
 
@@ -41,6 +43,15 @@ bool SegmentFileMissing(const std::string& path) {
   return ::stat(path.c_str(), &st) != 0 && errno == ENOENT;
 }
 
+// This boot of the kernel, as /proc names it; "" when it cannot tell (no
+// /proc), which then matches only records that could not tell either.
+std::string BootId() {
+  std::ifstream in("/proc/sys/kernel/random/boot_id");
+  std::string id;
+  std::getline(in, id);
+  return id;
+}
+
 std::string MetaPath(const std::string& segment_path) {
   return segment_path.substr(0, segment_path.size() - 4) + ".meta";
 }
@@ -48,7 +59,7 @@ std::string MetaPath(const std::string& segment_path) {
 }  // namespace
 
 SegmentCache::SegmentCache(std::string dir, uint64_t budget_bytes)
-    : dir_(std::move(dir)), budget_(budget_bytes) {
+    : dir_(std::move(dir)), budget_(budget_bytes), boot_id_(BootId()) {
   absl::MutexLock lock(&mu_);
   AdoptRecordsLocked();
   EvictToBudgetLocked();
@@ -74,6 +85,8 @@ void SegmentCache::AdoptRecordsLocked() {
     // An index of an older daemon lacks fields a rebuild gives (paths):
     // the segment is rebuilt at its next load.
     if (record.index_version() < kIndexVersion) continue;
+    // A segment of another boot may have lost pages with a power loss.
+    if (record.boot_id() != boot_id_) continue;
     std::string seg_path = absl::StrCat(dir_, "/", record.generation(), ".seg");
     struct stat st;
     if (::stat(seg_path.c_str(), &st) != 0 ||
@@ -144,14 +157,24 @@ void SegmentCache::WriteRecord(const Segment& segment) {
   record.set_etag(segment.version.etag);
   *record.mutable_index() = segment.index;
   record.set_index_version(kIndexVersion);
-  // Written under a temporary name and renamed: a record is whole or absent.
-  std::string meta = MetaPath(segment.path);
-  std::string temp = meta + ".tmp";
-  {
-    std::ofstream out(temp, std::ios::binary | std::ios::trunc);
-    if (!record.SerializeToOstream(&out)) return;
+  record.set_boot_id(boot_id_);
+  // Whole or absent (AtomicFile), and not fsynced: see boot_id.
+  std::string bytes;
+  absl::Status status = record.SerializeToString(&bytes)
+                            ? absl::OkStatus()
+                            : absl::InternalError("the record does not serialize");
+  absl::StatusOr<AtomicFile> file = AtomicFile::Create(MetaPath(segment.path));
+  if (status.ok()) status = file.status();
+  if (status.ok()) {
+    FdSink sink(file->fd(), file->temp_path(), 4096);
+    status = sink.Append(bytes);
+    if (status.ok()) status = sink.Finish();
   }
-  ::rename(temp.c_str(), meta.c_str());
+  if (status.ok()) status = file->Commit(AtomicFile::Sync::kCrashAtomic);
+  if (!status.ok()) {
+    log::Warning("the segment of %s will not outlive this daemon: %s",
+                 segment.version.path, status.message());
+  }
 }
 
 namespace {

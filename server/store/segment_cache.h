@@ -253,6 +253,7 @@ class SegmentCache {
 
   const std::string dir_;
   const uint64_t budget_;
+  const std::string boot_id_;  // written into records; adopts only its own
 
   mutable absl::Mutex mu_;
   absl::CondVar built_;

@@ -7,6 +7,7 @@
 #include <atomic>
 #include <chrono>
 #include <fstream>
+#include <functional>
 #include <new>
 #include <string>
 #include <thread>
@@ -287,9 +288,10 @@ TEST(SegmentCacheRestartTest, RecordedSegmentsSurviveARestart) {
   EXPECT_GT(other->segment->generation, again->segment->generation);
 }
 
-TEST(SegmentCacheRestartTest, RecordsOfAnOlderIndexAreNotAdopted) {
-  // A daemon from before LoadArray.path wrote records without
-  // index_version: its segments are rebuilt, so every reply has paths.
+// Builds a recorded segment, changes its record with `change`, restarts:
+// the record must not be adopted (its segment is deleted and rebuilt).
+void ExpectNotAdoptedOnceChanged(
+    const std::function<void(v1::SegmentRecord*)>& change) {
   std::string dir = MakeTempDir();
   std::atomic<int> calls{0};
   std::string path;
@@ -306,7 +308,8 @@ TEST(SegmentCacheRestartTest, RecordsOfAnOlderIndexAreNotAdopted) {
     ASSERT_TRUE(record.ParseFromIstream(&in));
   }
   EXPECT_EQ(record.index_version(), SegmentCache::kIndexVersion);
-  record.clear_index_version();
+  EXPECT_FALSE(record.boot_id().empty());
+  change(&record);
   {
     std::ofstream out(meta, std::ios::binary | std::ios::trunc);
     ASSERT_TRUE(record.SerializeToOstream(&out));
@@ -317,6 +320,20 @@ TEST(SegmentCacheRestartTest, RecordsOfAnOlderIndexAreNotAdopted) {
   ASSERT_TRUE(again.ok());
   EXPECT_FALSE(again->hit);
   EXPECT_EQ(calls, 2);
+}
+
+TEST(SegmentCacheRestartTest, RecordsOfAnOlderIndexAreNotAdopted) {
+  // A daemon from before LoadArray.path wrote records without
+  // index_version: its segments are rebuilt, so every reply has paths.
+  ExpectNotAdoptedOnceChanged(
+      [](v1::SegmentRecord* record) { record->clear_index_version(); });
+}
+
+TEST(SegmentCacheRestartTest, RecordsOfAnotherBootAreNotAdopted) {
+  // Segments are not fsynced: after a power loss (a new boot) a record may
+  // name a segment whose pages never reached the disk.
+  ExpectNotAdoptedOnceChanged(
+      [](v1::SegmentRecord* record) { record->set_boot_id("another boot"); });
 }
 
 TEST(SegmentCacheTest, SegmentFileRemovedByHandIsRebuilt) {
