@@ -21,18 +21,20 @@ from pathlib import Path
 
 import pytest
 
+import persistd
+
 from conftest import REPO_ROOT, daemon_binary
 
 
 def test_wheel_is_a_platform_wheel_with_the_daemon_and_scripts(wheel: Path) -> None:
-    assert wheel.name == "persistd-0.1.0-py3-none-linux_x86_64.whl"
+    assert wheel.name == "persistd-%s-py3-none-linux_x86_64.whl" % persistd.__version__
     with zipfile.ZipFile(wheel) as archive:
         info = archive.getinfo("persistd/_bin/persistd")
         assert (info.external_attr >> 16) & 0o111  # executable
         # The daemon's libraries ride along (setup.py, bundle_libraries).
         assert any(name.startswith("persistd/_libs/libgrpc++.so") for name in archive.namelist())
-        entry_points = archive.read("persistd-0.1.0.dist-info/entry_points.txt").decode()
-        metadata = archive.read("persistd-0.1.0.dist-info/METADATA").decode()
+        entry_points = archive.read("persistd-%s.dist-info/entry_points.txt" % persistd.__version__).decode()
+        metadata = archive.read("persistd-%s.dist-info/METADATA" % persistd.__version__).decode()
         assert "persistd/py.typed" in archive.namelist()  # PEP 561: hints are used
     assert "Requires-Python: >=3.9" in metadata  # test_python_versions tests 3.9 and 3.13
     assert "persistd = persistd.binary:main" in entry_points
@@ -106,7 +108,7 @@ def test_wheel_in_a_fresh_venv_works_from_any_directory(
     assert os.readlink("/proc/%d/exe" % reply["pid"]).startswith(str(venv))
     version = subprocess.run([str(venv / "bin" / "persistd"), "--version"], env=env,
                              capture_output=True, text=True, timeout=60)
-    assert version.stdout.strip() == "persistd 0.1.0"
+    assert version.stdout.strip() == "persistd " + persistd.__version__
     stop = subprocess.run([str(venv / "bin" / "persistctl"), "stop"], env=env,
                           capture_output=True, text=True, timeout=60)
     assert stop.returncode == 0, stop.stderr
@@ -151,7 +153,7 @@ def test_the_packaged_daemon_runs_without_the_system_libraries(wheel: Path, tmp_
     if result.returncode == 99 or "unshare failed" in result.stderr:
         pytest.skip("cannot hide the system's libraries here (needs root and mount "
                     "namespaces): %s" % result.stderr.strip()[-300:])
-    assert result.stdout.splitlines()[0] == "persistd 0.1.0", result.stdout + result.stderr
+    assert result.stdout.splitlines()[0] == "persistd " + persistd.__version__, result.stdout + result.stderr
     # The unbundled daemon fails there: the libraries really were hidden.
     assert "error while loading shared libraries" in result.stderr, result.stderr
 
@@ -168,7 +170,7 @@ def test_install_script_installs_the_daemon_and_skips_missing_systemd(
     assert result.returncode == 0, result.stderr
     installed = prefix / "persistd"
     assert subprocess.run([str(installed), "--version"], capture_output=True, text=True
-                          ).stdout.strip() == "persistd 0.1.0"
+                          ).stdout.strip() == "persistd " + persistd.__version__
     unit = Path(fresh_user["HOME"], ".config/systemd/user/persistd.service").read_text()
     assert "ExecStart=%s --socket %%t/persistd.sock" % installed in unit
     # Either it enabled the unit or it said why not; it never fails for that.

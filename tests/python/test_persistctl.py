@@ -16,6 +16,8 @@ from typing import Any
 import numpy as np
 import pytest
 
+import persistd
+
 from conftest import Daemon, daemon_binary, status
 from persistd._proto import persistd_pb2 as pb
 from persistd import dump, load
@@ -48,7 +50,7 @@ def segments_of(capsys: pytest.CaptureFixture[str], path: Path) -> list[dict[str
 def test_status_table_and_json(fresh_daemon: Daemon, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, "status")
     assert code == 0
-    assert "0.1.0 (protocol %d)" % pb.PROTOCOL_CURRENT in out
+    assert "%s (protocol %d)" % (persistd.__version__, pb.PROTOCOL_CURRENT) in out
     assert fresh_daemon.socket in out and fresh_daemon.store in out
     reply = run_json(capsys, "status")
     assert reply["socket_path"] == fresh_daemon.socket
@@ -261,7 +263,7 @@ def test_stop_terminates_the_daemon(fresh_daemon: Daemon, capsys: pytest.Capture
 # -- the daemon's command line ---------------------------------------------------------
 def test_daemon_version_and_plain_help() -> None:
     version = subprocess.run([daemon_binary(), "--version"], capture_output=True, text=True)
-    assert version.returncode == 0 and version.stdout.strip() == "persistd 0.1.0"
+    assert version.returncode == 0 and version.stdout.strip() == "persistd " + persistd.__version__
     usage = subprocess.run([daemon_binary(), "--help"], capture_output=True, text=True)
     assert usage.returncode == 0
     assert "--cache-bytes" in usage.stdout and "``" not in usage.stdout and ".. " not in usage.stdout

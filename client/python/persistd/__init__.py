@@ -49,6 +49,6 @@ from persistd import _joblib_hook  # noqa: E402
 # is imported (now, or later through a one-shot import hook): persistd.memory.
 _joblib_hook.install()
 
-__version__ = "0.1.0"
+from persistd._version import __version__  # noqa: E402
 
 __all__ = ["Client", "__version__", "dump", "load"]

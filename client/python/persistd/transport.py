@@ -43,12 +43,13 @@ from typing import Any, List, Tuple
 import grpc
 
 from persistd import autostart, paths
+from persistd._version import __version__
 from persistd._proto import persistd_pb2 as pb
 from persistd.descriptors import DescriptorChannel
 from persistd._proto import persistd_pb2_grpc as pb_grpc
 from persistd.errors import daemon_error
 
-_CLIENT_NAME = "python/0.1.0"  # keep in step with persistd.__version__
+_CLIENT_NAME = "python/" + __version__
 
 #: How long a probe (Status) may take before the daemon counts as not running.
 _PROBE_TIMEOUT_S = 2.0
