@@ -43,7 +43,6 @@ class StringSink : public ByteSink {
   absl::Status Finish() override { return absl::OkStatus(); }
 
   const std::string& data() const { return data_; }
-  std::string* mutable_data() { return &data_; }
 
  private:
   std::string data_;
