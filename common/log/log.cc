@@ -15,7 +15,7 @@
 #include "absl/synchronization/mutex.h"
 #include "common/io/errno_status.h"
 #include "spdlog/logger.h"
-#include "spdlog/sinks/basic_file_sink.h"
+#include "spdlog/sinks/rotating_file_sink.h"
 #include "spdlog/sinks/stdout_sinks.h"
 
 namespace persistd {
@@ -69,8 +69,8 @@ class Log {
       if (fd < 0) return ErrnoStatus("open the log file", options.file, errno);
       ::close(fd);
       try {
-        sinks.push_back(
-            std::make_shared<spdlog::sinks::basic_file_sink_mt>(options.file));
+        sinks.push_back(std::make_shared<spdlog::sinks::rotating_file_sink_mt>(
+            options.file, options.max_file_bytes, options.kept_files));
       } catch (const spdlog::spdlog_ex& e) {
         return absl::UnavailableError(
             absl::StrCat("cannot open the log file ", options.file, ": ", e.what()));

@@ -39,6 +39,12 @@ struct Options {
   // Where lines go: a file, appended to and created with mode 0600, or
   // "-" for stderr.
   std::string file = "-";
+  // A file that reaches this size is renamed (persistd.log ->
+  // persistd.1.log -> ... -> persistd.<kept_files>.log, the oldest
+  // dropped) and a new one started: a busy daemon's info lines (~170 bytes
+  // per load) cannot fill the disk.
+  size_t max_file_bytes = size_t{64} << 20;
+  size_t kept_files = 2;
   // While true, lines at kError also go to stderr when `file` is a file,
   // so whoever started the daemon sees why it did not start (see
   // EndStartup).

@@ -69,6 +69,30 @@ TEST(LogTest, WritesTimestampedLeveledLinesAtOrAboveItsLevel) {
   ::rmdir(dir);
 }
 
+TEST(LogTest, RotatesAFullFileKeepingTheNewestOnes) {
+  char dir[] = "/tmp/log_test.XXXXXX";
+  ASSERT_NE(::mkdtemp(dir), nullptr);
+  const std::string path = std::string(dir) + "/persistd.log";
+  Options options;
+  options.file = path;
+  options.errors_to_stderr = false;
+  options.max_file_bytes = 1000;
+  options.kept_files = 1;
+  ASSERT_TRUE(Configure(options).ok());
+  for (int i = 0; i < 100; ++i) Info("line %03d of a log that outgrows its file", i);
+  const std::string current = ReadAll(path);
+  const std::string rotated = ReadAll(std::string(dir) + "/persistd.1.log");
+  EXPECT_LE(current.size(), 1000u);
+  EXPECT_LE(rotated.size(), 1000u);
+  EXPECT_NE(current.find("line 099"), std::string::npos);
+  EXPECT_EQ(rotated.find("line 000"), std::string::npos);  // dropped
+  EXPECT_FALSE(std::ifstream(std::string(dir) + "/persistd.2.log").good());
+  for (const char* name : {"/persistd.log", "/persistd.1.log"}) {
+    ::unlink((std::string(dir) + name).c_str());
+  }
+  ::rmdir(dir);
+}
+
 }  // namespace
 }  // namespace log
 }  // namespace persistd
