@@ -9,6 +9,7 @@ The binary is $PERSISTD_BIN, else bazel-bin/server/persistd of this repo.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -18,6 +19,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import grpc
 import pytest
@@ -143,17 +145,28 @@ def daemon() -> Iterator[Daemon]:
         instance.cleanup()
 
 
-@pytest.fixture
-def fresh_daemon(monkeypatch: pytest.MonkeyPatch) -> Iterator[Daemon]:
-    """A private daemon the test may stop, kill or restart; the client is
-    pointed at it for the test's duration (it follows $PERSISTD_SOCKET)."""
-    instance = Daemon(_require_binary())
+D = TypeVar("D", bound=Daemon)
+
+
+@contextlib.contextmanager
+def serving(instance: D, monkeypatch: pytest.MonkeyPatch) -> Iterator[D]:
+    """Starts `instance` and points the client at it until the block ends
+    (the client follows $PERSISTD_SOCKET); then stops it and removes its
+    files. For fixtures of daemons with flags or limits of their own."""
     instance.start()
     monkeypatch.setenv("PERSISTD_SOCKET", instance.socket)
     try:
         yield instance
     finally:
         instance.cleanup()
+
+
+@pytest.fixture
+def fresh_daemon(monkeypatch: pytest.MonkeyPatch) -> Iterator[Daemon]:
+    """A private daemon the test may stop, kill or restart; the client is
+    pointed at it for the test's duration."""
+    with serving(Daemon(_require_binary()), monkeypatch) as instance:
+        yield instance
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import daemon_binary
+from conftest import daemon_binary, serving
 from hostile import ConfiguredDaemon, array_wrapper
 from persistd import load
 
@@ -36,13 +36,8 @@ def _low_limit() -> None:
 @pytest.fixture
 def low_limit_daemon(monkeypatch: pytest.MonkeyPatch) -> Iterator[ConfiguredDaemon]:
     """A daemon whose process starts with RLIMIT_NOFILE = NOFILE."""
-    instance = ConfiguredDaemon(daemon_binary(), preexec_fn=_low_limit)
-    instance.start()
-    monkeypatch.setenv("PERSISTD_SOCKET", instance.socket)
-    try:
+    with serving(ConfiguredDaemon(daemon_binary(), preexec_fn=_low_limit), monkeypatch) as instance:
         yield instance
-    finally:
-        instance.cleanup()
 
 
 def cpu_seconds(pid: int) -> float:

@@ -14,19 +14,14 @@ import numpy as np
 import pytest
 
 import persistd.admin
-from conftest import Daemon, _require_binary
+from conftest import Daemon, _require_binary, serving
 from persistd import dump, load
 
 
 @pytest.fixture
 def sweeping_daemon(monkeypatch: pytest.MonkeyPatch) -> Iterator[Daemon]:
-    instance = Daemon(_require_binary(), extra_args=["--sweep-seconds", "1"])
-    instance.start()
-    monkeypatch.setenv("PERSISTD_SOCKET", instance.socket)
-    try:
+    with serving(Daemon(_require_binary(), extra_args=["--sweep-seconds", "1"]), monkeypatch) as instance:
         yield instance
-    finally:
-        instance.cleanup()
 
 
 def sources(daemon: Daemon) -> set[str]:
