@@ -298,7 +298,7 @@ def _load_path(
             dirname=os.path.dirname(filename),
             allowed_globals=allowed,
         )
-        return _finish(loader, filename)
+        return loader.load()
     finally:
         os.close(fd)
 
@@ -355,14 +355,7 @@ def _load_fileobj(
         dirname="",  # joblib resolves companions of file objects from the cwd
         allowed_globals=allowed,
     )
-    return _finish(loader, loader.filename)
-
-
-def _finish(loader: Loader, filename: str) -> Any:
-    value = loader.load()
-    if loader.compat_mode:
-        warn(legacy_message(filename), DeprecationWarning)
-    return value
+    return loader.load()
 
 
 def _object_name(fileobj: Any) -> str:

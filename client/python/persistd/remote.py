@@ -110,10 +110,7 @@ def load(
         dirname="",  # companions of joblib < 0.10 files are not fetched
         allowed_globals=allowed,
     )
-    value = loader.load()
-    if loader.compat_mode:
-        warn(legacy_message(url), DeprecationWarning)
-    return value
+    return loader.load()
 
 
 def dump(

@@ -154,9 +154,12 @@ class Loader:
 
     # -- entry point --------------------------------------------------------
     def load(self) -> Any:
+        """The value. A file whose arrays are joblib < 0.10 wrappers warns,
+        once read, as joblib does (every entry point: paths, file objects,
+        URLs)."""
         extent = self.reply.skeleton
         try:
-            return self._unpickle(extent.offset, extent.length)
+            value = self._unpickle(extent.offset, extent.length)
         except UnicodeDecodeError as exc:
             raise ValueError(PY2_MESSAGE) from exc
         finally:
@@ -164,6 +167,9 @@ class Loader:
             # none did, dropping our reference queues the release now.
             self.segment = None
             self.lease = None
+        if self.compat_mode:
+            warn(legacy_message(self.filename), DeprecationWarning)
+        return value
 
     def _unpickle(self, offset: int, length: int) -> Any:
         assert self.segment is not None
