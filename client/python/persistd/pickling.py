@@ -72,7 +72,7 @@ class ArrayPart:
         if self.order == "F":
             array = array.T  # F-contiguous bytes are the transpose's C order
         array = np.ascontiguousarray(array)
-        return memoryview(array.reshape(-1).view(np.uint8))
+        return array.reshape(-1).view(np.uint8).data
 
 
 #: Writes bytes at an offset of the payload (a bytearray, or a memfd).
