@@ -25,6 +25,9 @@ if [ "$bazel_rc" != 0 ]; then
   exit "$bazel_rc"
 fi
 
+log "type check (mypy --strict, the client package)"
+(cd "$REPO_ROOT/client/python" && "$PY" -m mypy persistd)
+
 log "Python tests (pytest, real daemons on temporary sockets)"
 PERSISTD_BIN="$DAEMON" "$PY" -m pytest -q -p no:cacheprovider "$REPO_ROOT/tests/python" "$@"
 
