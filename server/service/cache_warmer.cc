@@ -48,13 +48,16 @@ void CacheWarmer::Loop() {
       queue_.pop_front();
     }
     SegmentSource source{job.fd.get(), job.version.size, job.name, false};
-    auto build = [this, &source, &job](const std::string& path, uint64_t* size) {
+    // Nobody abandons a warming: it needs no Wanted.
+    auto build = [this, &source, &job](const std::string& path,
+                                       const SegmentCache::Wanted&, uint64_t* size) {
       std::unique_ptr<BuildProgress::Tracked> tracked =
           builds_->Track(source, job.version.dev, job.version.ino, job.name);
       return BuildSegment(tracked->source(), path, size);
     };
     absl::StatusOr<SegmentCache::Acquired> built =
-        cache_->Acquire(job.version, /*cacheable=*/true, build, "");
+        cache_->Acquire(job.version, /*cacheable=*/true, build, "",
+                        /*abandoned=*/nullptr);
     if (!built.ok()) {
       log::Warning("warming the cache for %s (dumped by pid %d) failed: %s", job.name,
                    job.client_pid, built.status().message());

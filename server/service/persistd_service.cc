@@ -21,6 +21,7 @@
 #include "common/log/log.h"
 #include "server/codec/codec.h"
 #include "server/io/byte_sink.h"
+#include "server/service/call_liveness.h"
 #include "server/service/streamed_payload.h"
 #include "server/store/dump_writer.h"
 #include "server/store/segment_builder.h"
@@ -270,7 +271,7 @@ grpc::Status PersistdService::LoadAny(grpc::ServerContext* context,
     return ToGrpc(LoadInline(*request, reply));
   }
   if (request->source_case() == v1::LoadRequest::kRemote) {
-    return ToGrpc(LoadRemote(*request, reply));
+    return ToGrpc(LoadRemote(context, *request, reply));
   }
   if (!request->fetch_ticket().empty()) {
     return ToGrpc(FulfillFetch(context, *request, reply));
@@ -300,14 +301,22 @@ grpc::Status PersistdService::LoadAny(grpc::ServerContext* context,
   SegmentSource source{fd, static_cast<uint64_t>(st.st_size), display,
                        request->raw()};
   auto build = [this, &source, &st, &display](const std::string& path,
+                                              const SegmentCache::Wanted& wanted,
                                               uint64_t* segment_size) {
+    // The builder asks as it reads and decodes: it stops once nobody
+    // wants the segment any more.
+    SegmentSource asking = source;
+    asking.ready = [&wanted](uint64_t) { return wanted(); };
     // Listed in Status while it runs, for the clients' progress bars.
     std::unique_ptr<BuildProgress::Tracked> tracked =
-        builds_.Track(source, st.st_dev, st.st_ino, display);
+        builds_.Track(asking, st.st_dev, st.st_ino, display);
     return BuildSegment(tracked->source(), path, segment_size);
   };
+  CallLiveness liveness(context, delivery->sender_alive,
+                        absl::StrCat("load of ", display));
+  auto abandoned = [&liveness] { return !liveness.Check().ok(); };
   absl::StatusOr<SegmentCache::Acquired> acquired =
-      cache_->Acquire(version, cacheable, build, session);
+      cache_->Acquire(version, cacheable, build, session, abandoned);
   if (!acquired.ok()) return ToGrpc(acquired.status());
   *reply = acquired->segment->index;
   reply->set_generation(acquired->segment->generation);
@@ -316,7 +325,8 @@ grpc::Status PersistdService::LoadAny(grpc::ServerContext* context,
   return grpc::Status::OK;
 }
 
-absl::Status PersistdService::LoadRemote(const v1::LoadRequest& request,
+absl::Status PersistdService::LoadRemote(grpc::ServerContext* context,
+                                         const v1::LoadRequest& request,
                                          v1::LoadReply* reply) {
   const v1::RemoteObject& object = request.remote();
   if (request.session_id().empty()) {
@@ -345,8 +355,9 @@ absl::Status PersistdService::LoadRemote(const v1::LoadRequest& request,
   version.mtime_ns = object.mtime_ns();
   version.raw = request.raw();
   version.path = object.url();
-  absl::StatusOr<SegmentCache::Claimed> claimed =
-      cache_->Claim(version, request.session_id());
+  CallLiveness liveness(context, nullptr, absl::StrCat("load of ", object.url()));
+  absl::StatusOr<SegmentCache::Claimed> claimed = cache_->Claim(
+      version, request.session_id(), [&liveness] { return !liveness.Check().ok(); });
   if (!claimed.ok()) return claimed.status();
   if (!claimed->ticket.empty()) {
     reply->set_fetch_ticket(claimed->ticket);
@@ -461,7 +472,8 @@ absl::Status PersistdService::LoadInline(const v1::LoadRequest& request,
   // A small source with a large result (an array of zeros compresses
   // well): give the built file a name as a private segment. (Only a
   // compressed source gets here: its file is in the store.)
-  auto adopt = [&out, &built](const std::string& path, uint64_t* segment_size) {
+  auto adopt = [&out, &built](const std::string& path, const SegmentCache::Wanted&,
+                              uint64_t* segment_size) {
     absl::Status status = LinkUnnamed(out.get(), path);
     if (!status.ok()) return absl::StatusOr<v1::LoadReply>(status);
     built->set_segment_path(path);
@@ -472,7 +484,8 @@ absl::Status PersistdService::LoadInline(const v1::LoadRequest& request,
   version.ino = next_private_source_++;
   version.raw = request.raw();
   absl::StatusOr<SegmentCache::Acquired> acquired =
-      cache_->Acquire(version, /*cacheable=*/false, adopt, request.session_id());
+      cache_->Acquire(version, /*cacheable=*/false, adopt, request.session_id(),
+                      /*abandoned=*/nullptr);
   if (!acquired.ok()) return acquired.status();
   *reply = acquired->segment->index;
   reply->set_generation(acquired->segment->generation);

@@ -77,7 +77,8 @@ class PersistdService final
   absl::Status LoadInline(const v1::LoadRequest& request, v1::LoadReply* reply);
   // Load of an object-store object (LoadRequest.remote): its segment, or a
   // fetch ticket that makes the client its fetcher on this node.
-  absl::Status LoadRemote(const v1::LoadRequest& request, v1::LoadReply* reply);
+  absl::Status LoadRemote(grpc::ServerContext* context,
+                          const v1::LoadRequest& request, v1::LoadReply* reply);
   // Redeems a fetch ticket: builds the object's segment from the staging
   // descriptor while the client fills it.
   absl::Status FulfillFetch(grpc::ServerContext* context,

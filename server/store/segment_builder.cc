@@ -121,6 +121,8 @@ class FileSource : public ByteSource {
 
   // The error Read returned, if any.
   const absl::Status& error() const { return error_; }
+  // Where the next piece starts: every byte below it was read.
+  uint64_t position() const { return pos_; }
 
  private:
   void DropBehind() {
@@ -391,6 +393,34 @@ class RawSink : public ByteSink {
   absl::Status write_error_;
 };
 
+// Passes the decoded bytes on, asking the source's `ready` first (with
+// what was read already, so it only checks that the build may go on): a
+// piece of a compressed source may decode for long -- 2 MiB of xz can hold
+// gigabytes of zeros -- and `ready` is also how a build learns that its
+// requests were abandoned (SegmentCache::Wanted).
+class AskingSink : public ByteSink {
+ public:
+  AskingSink(ByteSink* out, const FileSource* input, const PayloadReady& ready)
+      : out_(out), input_(input), ready_(ready) {}
+  absl::Status Append(absl::string_view data) override {
+    if (ready_) {
+      absl::Status status = ready_(input_->position());
+      if (!status.ok()) return error_ = status;
+    }
+    return out_->Append(data);
+  }
+  absl::Status Skip(uint64_t size) override { return out_->Skip(size); }
+  absl::Status Finish() override { return out_->Finish(); }
+  // The error `ready` returned, if any.
+  const absl::Status& error() const { return error_; }
+
+ private:
+  ByteSink* const out_;
+  const FileSource* const input_;
+  const PayloadReady& ready_;
+  absl::Status error_;
+};
+
 // What the first bytes of a source say.
 struct SourceHead {
   v1::Format format = v1::FORMAT_JOBLIB;
@@ -508,7 +538,8 @@ absl::StatusOr<v1::LoadReply> BuildSegmentInto(const SegmentSource& source,
   JoblibIndexer indexer(limits, &layout);
   IndexingSink indexing(&indexer);
   RawSink raw_sink(&writer);
-  ByteSink* sink = raw ? static_cast<ByteSink*>(&raw_sink) : &indexing;
+  AskingSink sink(raw ? static_cast<ByteSink*>(&raw_sink) : &indexing, &input,
+                  source.ready);
   // Uncompressed: stop reading at the pickle's STOP. Compressed: decode the
   // streams joblib's readers would (DecodeAll), but no stream after the one
   // holding the STOP, so values written one after another into one file
@@ -534,7 +565,7 @@ absl::StatusOr<v1::LoadReply> BuildSegmentInto(const SegmentSource& source,
                        ? static_cast<ByteSource*>(&stopping)
                        : &input;
   uint64_t consumed = 0;
-  absl::Status status = DecodeAllFrom(codec, in, sink, &consumed, another);
+  absl::Status status = DecodeAllFrom(codec, in, &sink, &consumed, another);
   absl::StatusOr<IndexedStream> indexed;
   if (status.ok() && !raw) {
     indexed = indexer.Finish();
@@ -544,6 +575,7 @@ absl::StatusOr<v1::LoadReply> BuildSegmentInto(const SegmentSource& source,
     // Read errors name the source, segment errors the segment; the rest
     // (the codec's and the indexer's) is about the source's content.
     if (!input.error().ok()) return input.error();
+    if (!sink.error().ok()) return sink.error();
     if (!layout.write_error().ok()) return layout.write_error();
     if (!raw_sink.write_error().ok()) return raw_sink.write_error();
     return Annotate(name, status);

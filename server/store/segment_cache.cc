@@ -188,10 +188,11 @@ absl::Status ShuttingDown() {
 // waiters would wait forever.
 absl::StatusOr<v1::LoadReply> RunBuilder(const SegmentCache::Builder& build,
                                          const std::string& path,
+                                         const SegmentCache::Wanted& wanted,
                                          const std::string& source,
                                          uint64_t* size) {
   try {
-    return build(path, size);
+    return build(path, wanted, size);
   } catch (const std::bad_alloc&) {
     return absl::ResourceExhaustedError(
         absl::StrCat("out of memory while building the segment of ", source));
@@ -231,9 +232,68 @@ bool SegmentCache::Refetchable(const absl::Status& status) {
   }
 }
 
+absl::Status SegmentCache::WaitForBuildLocked(Build* build, bool remote,
+                                              const Abandoned& abandoned) {
+  ++build->waiters;
+  absl::Status status;
+  while (!build->done && !shutting_down_) {
+    // In steps: a waiter notices its own abandonment (and a claimed build
+    // a ticket that lapses) without anyone waking it.
+    built_.WaitWithTimeout(&mu_, kWaiterCheck);
+    if (remote) LapseTicketsLocked("");
+    if (build->done || !abandoned) continue;
+    // Not under mu_: it may take gRPC's locks.
+    mu_.Unlock();
+    const bool gone = abandoned();
+    mu_.Lock();
+    if (gone) {
+      status = absl::CancelledError(
+          "the load was abandoned by its client while it waited for the "
+          "segment's build");
+      break;
+    }
+  }
+  --build->waiters;
+  return status;
+}
+
+SegmentCache::Wanted SegmentCache::WantedFor(std::shared_ptr<Build> build,
+                                             const Abandoned& abandoned,
+                                             const std::string& source) {
+  if (!abandoned) return [] { return absl::OkStatus(); };
+  struct State {
+    absl::Time next_check = absl::InfinitePast();
+    bool stopped = false;
+  };
+  auto state = std::make_shared<State>();
+  const absl::Status stop = absl::CancelledError(absl::StrCat(
+      "the segment build of ", source.empty() ? "<source>" : source,
+      " stopped: every load waiting for it was abandoned by its client"));
+  return [this, build = std::move(build), abandoned = &abandoned, state,
+          stop]() -> absl::Status {
+    if (state->stopped) return stop;
+    const absl::Time now = absl::Now();
+    if (now < state->next_check) return absl::OkStatus();
+    state->next_check = now + kWantedCheck;
+    bool gone;
+    {
+      absl::MutexLock lock(&mu_);
+      gone = build->builder_gone;
+    }
+    if (!gone && !(*abandoned)()) return absl::OkStatus();
+    absl::MutexLock lock(&mu_);
+    build->builder_gone = true;
+    if (build->waiters > 0) return absl::OkStatus();  // built for them
+    build->abandoned = true;
+    state->stopped = true;
+    return stop;
+  };
+}
+
 absl::StatusOr<bool> SegmentCache::FindLocked(const SourceVersion& version,
                                               bool cacheable,
                                               const std::string& session,
+                                              const Abandoned& abandoned,
                                               Acquired* out) {
   const SourceVersion::Key key = version.key();
   while (true) {
@@ -246,18 +306,13 @@ absl::StatusOr<bool> SegmentCache::FindLocked(const SourceVersion& version,
       // Another request is building it: wait for that build to end, and
       // share its failure (building again would fail again, and take as
       // long) -- unless it was a fetch whose client gave up or went away:
-      // then the next one to come claims it again. A claimed build is
-      // waited for in steps, so that a ticket that lapses is noticed.
+      // then the next one to come claims it again. A build stopped
+      // because nobody wanted it is built again.
       std::shared_ptr<Build> theirs = found->build;
-      while (!theirs->done && !shutting_down_) {
-        if (version.remote()) {
-          built_.WaitWithTimeout(&mu_, absl::Seconds(1));
-          LapseTicketsLocked("");
-        } else {
-          built_.Wait(&mu_);
-        }
-      }
-      if (theirs->done && !theirs->status.ok() &&
+      absl::Status waited =
+          WaitForBuildLocked(theirs.get(), version.remote(), abandoned);
+      if (!waited.ok()) return waited;
+      if (theirs->done && !theirs->status.ok() && !theirs->abandoned &&
           !(version.remote() && Refetchable(theirs->status))) {
         return theirs->status;
       }
@@ -314,23 +369,26 @@ SegmentCache::Entry* SegmentCache::StartBuildLocked(const SourceVersion& version
 
 absl::StatusOr<SegmentCache::Acquired> SegmentCache::Acquire(
     const SourceVersion& version, bool cacheable, const Builder& build,
-    const std::string& session) {
+    const std::string& session, const Abandoned& abandoned) {
   Entry* entry = nullptr;
   uint64_t generation;
   {
     absl::MutexLock lock(&mu_);
     ++loads_;
     Acquired found;
-    absl::StatusOr<bool> hit = FindLocked(version, cacheable, session, &found);
+    absl::StatusOr<bool> hit =
+        FindLocked(version, cacheable, session, abandoned, &found);
     if (!hit.ok()) return hit.status();
     if (*hit) return found;
     entry = StartBuildLocked(version, cacheable, &generation);
   }
-  return RunBuild(entry, generation, version, cacheable, build, session);
+  return RunBuild(entry, generation, version, cacheable, build, session,
+                  abandoned);
 }
 
 absl::StatusOr<SegmentCache::Claimed> SegmentCache::Claim(
-    const SourceVersion& version, const std::string& session) {
+    const SourceVersion& version, const std::string& session,
+    const Abandoned& abandoned) {
   if (!version.remote() || session.empty()) {
     return absl::InvalidArgumentError(
         "only a remote source, loaded under a session, can be claimed");
@@ -339,7 +397,7 @@ absl::StatusOr<SegmentCache::Claimed> SegmentCache::Claim(
   ++loads_;
   Claimed claimed;
   absl::StatusOr<bool> hit =
-      FindLocked(version, /*cacheable=*/true, session, &claimed.acquired);
+      FindLocked(version, /*cacheable=*/true, session, abandoned, &claimed.acquired);
   if (!hit.ok()) return hit.status();
   if (*hit) return claimed;
   uint64_t generation;
@@ -375,11 +433,14 @@ absl::StatusOr<SegmentCache::Acquired> SegmentCache::Fulfill(
     }
   }
   const SourceVersion& version = claimed.version;
-  auto run = [&build, &version](const std::string& path, uint64_t* size) {
+  // Its fetcher is its builder: the build stops when the fetcher goes
+  // (its waiters then claim again), so it needs no Wanted.
+  auto run = [&build, &version](const std::string& path, const Wanted&,
+                                uint64_t* size) {
     return build(version, path, size);
   };
   return RunBuild(claimed.entry, claimed.generation, version, /*cacheable=*/true,
-                  run, session);
+                  run, session, /*abandoned=*/nullptr);
 }
 
 void SegmentCache::LapseTicketsLocked(const std::string& session) {
@@ -405,7 +466,8 @@ void SegmentCache::LapseTicketsLocked(const std::string& session) {
 
 absl::StatusOr<SegmentCache::Acquired> SegmentCache::RunBuild(
     Entry* entry, uint64_t generation, const SourceVersion& version,
-    bool cacheable, const Builder& build, const std::string& session) {
+    bool cacheable, const Builder& build, const std::string& session,
+    const Abandoned& abandoned) {
   std::string path = SegmentPath(generation);
   // Ends the build however this function is left, an exception included.
   class Finisher {
@@ -426,9 +488,14 @@ absl::StatusOr<SegmentCache::Acquired> SegmentCache::RunBuild(
     const std::string& path_;
   } finisher(this, entry, path);
 
+  Wanted wanted;
+  {
+    absl::MutexLock lock(&mu_);
+    wanted = WantedFor(entry->build, abandoned, version.path);
+  }
   uint64_t size = 0;
   absl::StatusOr<v1::LoadReply> index =
-      RunBuilder(build, path, version.path, &size);
+      RunBuilder(build, path, wanted, version.path, &size);
   std::shared_ptr<Segment> segment;
   if (index.ok()) {
     segment = std::make_shared<Segment>();

@@ -26,6 +26,15 @@
 //    lapses (kTicketLifetime) -- so waiting for a claimed build ends too.
 //    When a remote build fails because its fetcher gave up or went away
 //    (Refetchable), its waiters claim again: one becomes the fetcher.
+//  - a build stops when nobody wants it any more: once the request that
+//    runs it and every request waiting for it have been abandoned by
+//    their clients (Abandoned: a cancelled or timed-out call, a client
+//    gone), its builder's Wanted says so and the build fails like any
+//    other -- no file, no record, waiters woken -- but as `abandoned`: a
+//    request that came meanwhile builds again instead of sharing that
+//    failure. While any requester remains the build goes on, for it. A
+//    waiter notices its own abandonment within kWaiterCheck and stops
+//    waiting (Build::waiters counts those that have not).
 //  - once shutting_down_ is set, no request waits or starts a build.
 //
 // Thread-safe.
@@ -99,12 +108,26 @@ struct Segment {
 
 class SegmentCache {
  public:
+  // Whether the client of a request has abandoned it (cancelled its call,
+  // let its deadline pass, or died). Asked only on the request's own
+  // thread, every few ms while it builds or waits; null: never abandoned.
+  using Abandoned = std::function<bool()>;
+  // Given to a builder, to ask as it works (it is cheap: it answers from
+  // a clock between checks): OK while some request still wants the build,
+  // CancelledError once none does -- the builder then returns that error.
+  using Wanted = std::function<absl::Status()>;
   // Writes the segment file at `path` and returns its index.
   using Builder = std::function<absl::StatusOr<v1::LoadReply>(
-      const std::string& path, uint64_t* size)>;
-  // The same for a claimed build, told which version it builds.
+      const std::string& path, const Wanted& wanted, uint64_t* size)>;
+  // The same for a claimed build, told which version it builds. (It needs
+  // no Wanted: its fetcher feeds it, and it stops when its fetcher goes.)
   using FetchBuilder = std::function<absl::StatusOr<v1::LoadReply>(
       const SourceVersion& version, const std::string& path, uint64_t* size)>;
+
+  // How often a waiting request checks whether it was abandoned, and a
+  // build whether anyone still wants it.
+  static constexpr absl::Duration kWaiterCheck = absl::Milliseconds(20);
+  static constexpr absl::Duration kWantedCheck = absl::Milliseconds(5);
 
   // How long a claimed build waits for its fetcher's Fulfill.
   static constexpr int kTicketLifetimeSeconds = 30;
@@ -131,22 +154,26 @@ class SegmentCache {
   // cache has none for this exact version, and leases it to `session`
   // (when not empty) before anything can evict it. A version that is not
   // `cacheable` (the bytes of a file object) always gets a fresh segment.
+  // Once `abandoned` says so, the request stops waiting (CancelledError),
+  // and a build it runs stops unless another request waits for it.
   absl::StatusOr<Acquired> Acquire(const SourceVersion& version,
                                    bool cacheable, const Builder& build,
-                                   const std::string& session);
+                                   const std::string& session,
+                                   const Abandoned& abandoned);
 
   // For a remote source (`version.url` set), which the daemon cannot read:
   // its segment, leased to `session` (which must not be empty), when one is
   // cached or being built (waiting for that build); otherwise a claim:
   // a build registered for `version` that the caller's client is to feed,
   // named by `ticket` (and no segment). Other requests for the version
-  // wait for that build.
+  // wait for that build (until `abandoned`, as in Acquire).
   struct Claimed {
     Acquired acquired;   // its segment is null when `ticket` is set
     std::string ticket;
   };
   absl::StatusOr<Claimed> Claim(const SourceVersion& version,
-                                const std::string& session);
+                                const std::string& session,
+                                const Abandoned& abandoned);
   // Runs the build `session` claimed under `ticket` with `build`, and
   // leases the segment to `session`. Aborted for a ticket that is unknown,
   // lapsed, fulfilled already or another session's.
@@ -204,6 +231,13 @@ class SegmentCache {
   struct Build {
     bool done = false;
     absl::Status status;  // when done: OK, or why the build failed
+    // Requests waiting for it that have not been abandoned.
+    int waiters = 0;
+    // The request running it was abandoned: it builds on for its waiters.
+    bool builder_gone = false;
+    // Stopped because nobody wanted it (set with builder_gone and no
+    // waiters, for good): later requests build again.
+    bool abandoned = false;
   };
 
   struct Entry {
@@ -236,15 +270,26 @@ class SegmentCache {
   // serves `version` (waiting for a build in progress first); false when
   // the caller is to build it (an entry of a changed source is retired).
   absl::StatusOr<bool> FindLocked(const SourceVersion& version, bool cacheable,
-                                  const std::string& session, Acquired* out)
+                                  const std::string& session,
+                                  const Abandoned& abandoned, Acquired* out)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Waits for `build` to end, as one of its waiters, unless `abandoned`
+  // first (CancelledError) or the cache shuts down.
+  absl::Status WaitForBuildLocked(Build* build, bool remote,
+                                  const Abandoned& abandoned)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The Wanted of the build of `build`, run for a request that `abandoned`
+  // watches.
+  Wanted WantedFor(std::shared_ptr<Build> build, const Abandoned& abandoned,
+                   const std::string& source);
   // A new entry, building, for `version`; current when `cacheable`.
   Entry* StartBuildLocked(const SourceVersion& version, bool cacheable,
                           uint64_t* generation) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Runs `build` for `entry` (see Acquire) and ends its build.
   absl::StatusOr<Acquired> RunBuild(Entry* entry, uint64_t generation,
                                     const SourceVersion& version, bool cacheable,
-                                    const Builder& build, const std::string& session);
+                                    const Builder& build, const std::string& session,
+                                    const Abandoned& abandoned);
   // Fails the claimed builds whose ticket lapsed (all of `session`'s when
   // it is not empty).
   void LapseTicketsLocked(const std::string& session)

@@ -29,7 +29,8 @@ bool Exists(const std::string& path) { return ::access(path.c_str(), F_OK) == 0;
 
 // A builder that writes `size` bytes and counts its calls.
 SegmentCache::Builder FakeBuilder(uint64_t size, std::atomic<int>* calls) {
-  return [size, calls](const std::string& path, uint64_t* out_size)
+  return [size, calls](const std::string& path, const SegmentCache::Wanted&,
+                       uint64_t* out_size)
              -> absl::StatusOr<v1::LoadReply> {
     ++*calls;
     int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_EXCL, 0600);
@@ -58,10 +59,10 @@ SourceVersion Version(uint64_t ino, int64_t mtime = 1) {
 TEST(SegmentCacheTest, SecondAcquireIsAHit) {
   SegmentCache cache(MakeTempDir(), 1 << 20);
   std::atomic<int> calls{0};
-  auto first = cache.Acquire(Version(1), true, FakeBuilder(10, &calls), "s");
+  auto first = cache.Acquire(Version(1), true, FakeBuilder(10, &calls), "s", nullptr);
   ASSERT_TRUE(first.ok()) << first.status();
   EXPECT_FALSE(first->hit);
-  auto second = cache.Acquire(Version(1), true, FakeBuilder(10, &calls), "s");
+  auto second = cache.Acquire(Version(1), true, FakeBuilder(10, &calls), "s", nullptr);
   ASSERT_TRUE(second.ok());
   EXPECT_TRUE(second->hit);
   EXPECT_EQ(first->segment->path, second->segment->path);
@@ -72,9 +73,9 @@ TEST(SegmentCacheTest, SecondAcquireIsAHit) {
 TEST(SegmentCacheTest, ChangedSourceGetsNewSegmentOldStaysWhileLeased) {
   SegmentCache cache(MakeTempDir(), 1 << 20);
   std::atomic<int> calls{0};
-  auto old_seg = cache.Acquire(Version(1, 1), true, FakeBuilder(10, &calls), "s");
+  auto old_seg = cache.Acquire(Version(1, 1), true, FakeBuilder(10, &calls), "s", nullptr);
   ASSERT_TRUE(old_seg.ok());
-  auto new_seg = cache.Acquire(Version(1, 2), true, FakeBuilder(10, &calls), "s");
+  auto new_seg = cache.Acquire(Version(1, 2), true, FakeBuilder(10, &calls), "s", nullptr);
   ASSERT_TRUE(new_seg.ok());
   EXPECT_FALSE(new_seg->hit);
   EXPECT_NE(old_seg->segment->generation, new_seg->segment->generation);
@@ -87,9 +88,9 @@ TEST(SegmentCacheTest, ChangedSourceGetsNewSegmentOldStaysWhileLeased) {
 TEST(SegmentCacheTest, EvictsOnlyUnleasedSegmentsOverBudget) {
   SegmentCache cache(MakeTempDir(), 25);
   std::atomic<int> calls{0};
-  auto a = cache.Acquire(Version(1), true, FakeBuilder(10, &calls), "s");
-  auto b = cache.Acquire(Version(2), true, FakeBuilder(10, &calls), "s");
-  auto c = cache.Acquire(Version(3), true, FakeBuilder(10, &calls), "s");
+  auto a = cache.Acquire(Version(1), true, FakeBuilder(10, &calls), "s", nullptr);
+  auto b = cache.Acquire(Version(2), true, FakeBuilder(10, &calls), "s", nullptr);
+  auto c = cache.Acquire(Version(3), true, FakeBuilder(10, &calls), "s", nullptr);
   ASSERT_TRUE(a.ok() && b.ok() && c.ok());
   // 30 bytes > 25, but everything is leased: nothing may go.
   EXPECT_TRUE(Exists(a->segment->path));
@@ -103,8 +104,8 @@ TEST(SegmentCacheTest, EvictsOnlyUnleasedSegmentsOverBudget) {
 TEST(SegmentCacheTest, EndSessionReleasesEverything) {
   SegmentCache cache(MakeTempDir(), 1 << 20);
   std::atomic<int> calls{0};
-  ASSERT_TRUE(cache.Acquire(Version(1), true, FakeBuilder(10, &calls), "s").ok());
-  ASSERT_TRUE(cache.Acquire(Version(2), true, FakeBuilder(10, &calls), "s").ok());
+  ASSERT_TRUE(cache.Acquire(Version(1), true, FakeBuilder(10, &calls), "s", nullptr).ok());
+  ASSERT_TRUE(cache.Acquire(Version(2), true, FakeBuilder(10, &calls), "s", nullptr).ok());
   EXPECT_EQ(cache.stats().leased_segments, 2u);
   cache.EndSession("s");
   EXPECT_EQ(cache.stats().leased_segments, 0u);
@@ -114,15 +115,16 @@ TEST(SegmentCacheTest, EndSessionReleasesEverything) {
 TEST(SegmentCacheTest, ConcurrentLoadsBuildOnce) {
   SegmentCache cache(MakeTempDir(), 1 << 20);
   std::atomic<int> calls{0};
-  auto slow = [&calls](const std::string& path, uint64_t* size) {
+  auto slow = [&calls](const std::string& path, const SegmentCache::Wanted& wanted,
+                       uint64_t* size) {
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    return FakeBuilder(10, &calls)(path, size);
+    return FakeBuilder(10, &calls)(path, wanted, size);
   };
   std::vector<std::thread> threads;
   std::atomic<int> ok{0};
   for (int i = 0; i < 8; ++i) {
     threads.emplace_back([&, i] {
-      if (cache.Acquire(Version(7), true, slow, "s" + std::to_string(i)).ok()) ++ok;
+      if (cache.Acquire(Version(7), true, slow, "s" + std::to_string(i), nullptr).ok()) ++ok;
     });
   }
   for (auto& t : threads) t.join();
@@ -132,14 +134,15 @@ TEST(SegmentCacheTest, ConcurrentLoadsBuildOnce) {
 
 TEST(SegmentCacheTest, FailedBuildLeavesNothing) {
   SegmentCache cache(MakeTempDir(), 1 << 20);
-  auto failing = [](const std::string&, uint64_t*) -> absl::StatusOr<v1::LoadReply> {
+  auto failing = [](const std::string&, const SegmentCache::Wanted&,
+                    uint64_t*) -> absl::StatusOr<v1::LoadReply> {
     return absl::DataLossError("corrupt");
   };
-  auto result = cache.Acquire(Version(1), true, failing, "s");
+  auto result = cache.Acquire(Version(1), true, failing, "s", nullptr);
   EXPECT_EQ(result.status().code(), absl::StatusCode::kDataLoss);
   EXPECT_EQ(cache.stats().segments, 0u);
   std::atomic<int> calls{0};
-  EXPECT_TRUE(cache.Acquire(Version(1), true, FakeBuilder(10, &calls), "s").ok());
+  EXPECT_TRUE(cache.Acquire(Version(1), true, FakeBuilder(10, &calls), "s", nullptr).ok());
 }
 
 // A builder that writes part of a segment, waits until `waiters` other
@@ -151,6 +154,7 @@ struct GatedFailure {
   std::string* written;
 
   absl::StatusOr<v1::LoadReply> operator()(const std::string& path,
+                                           const SegmentCache::Wanted&,
                                            uint64_t*) const {
     ++*calls;
     *written = path;
@@ -177,7 +181,7 @@ TEST(SegmentCacheTest, FailedBuildGivesItsWaitersTheErrorAndDropsItsFile) {
   std::vector<absl::Status> results(6);
   for (int i = 0; i < 6; ++i) {
     threads.emplace_back([&, i] {
-      results[i] = cache.Acquire(Version(3), true, failing, "s").status();
+      results[i] = cache.Acquire(Version(3), true, failing, "s", nullptr).status();
     });
   }
   // All six are in Acquire: one builds, five wait for it.
@@ -195,7 +199,7 @@ TEST(SegmentCacheTest, FailedBuildGivesItsWaitersTheErrorAndDropsItsFile) {
   EXPECT_EQ(cache.stats().segments, 0u);
   // A later request builds again.
   std::atomic<int> good_calls{0};
-  EXPECT_TRUE(cache.Acquire(Version(3), true, FakeBuilder(10, &good_calls), "s")
+  EXPECT_TRUE(cache.Acquire(Version(3), true, FakeBuilder(10, &good_calls), "s", nullptr)
                   .ok());
   EXPECT_EQ(good_calls, 1);
 }
@@ -203,7 +207,7 @@ TEST(SegmentCacheTest, FailedBuildGivesItsWaitersTheErrorAndDropsItsFile) {
 TEST(SegmentCacheTest, ABuilderThatThrowsFailsItsRequestsNotTheSource) {
   SegmentCache cache(MakeTempDir(), 1 << 20);
   std::atomic<bool> started{false}, release{false};
-  auto throwing = [&](const std::string& path,
+  auto throwing = [&](const std::string& path, const SegmentCache::Wanted&,
                       uint64_t*) -> absl::StatusOr<v1::LoadReply> {
     ::close(::open(path.c_str(), O_RDWR | O_CREAT | O_EXCL, 0600));
     started = true;
@@ -212,14 +216,14 @@ TEST(SegmentCacheTest, ABuilderThatThrowsFailsItsRequestsNotTheSource) {
   };
   absl::Status waiter_status;
   std::thread builder([&] {
-    absl::Status status = cache.Acquire(Version(4), true, throwing, "s").status();
+    absl::Status status = cache.Acquire(Version(4), true, throwing, "s", nullptr).status();
     EXPECT_EQ(status.code(), absl::StatusCode::kResourceExhausted) << status;
   });
   while (!started.load()) std::this_thread::yield();
   std::atomic<int> calls{0};
   std::thread waiter([&] {
     waiter_status =
-        cache.Acquire(Version(4), true, FakeBuilder(10, &calls), "s").status();
+        cache.Acquire(Version(4), true, FakeBuilder(10, &calls), "s", nullptr).status();
   });
   std::this_thread::sleep_for(std::chrono::milliseconds(50));
   release = true;
@@ -228,7 +232,7 @@ TEST(SegmentCacheTest, ABuilderThatThrowsFailsItsRequestsNotTheSource) {
   EXPECT_EQ(waiter_status.code(), absl::StatusCode::kResourceExhausted);
   EXPECT_EQ(calls, 0);
   // Not wedged: the next request builds.
-  EXPECT_TRUE(cache.Acquire(Version(4), true, FakeBuilder(10, &calls), "s").ok());
+  EXPECT_TRUE(cache.Acquire(Version(4), true, FakeBuilder(10, &calls), "s", nullptr).ok());
   EXPECT_EQ(calls, 1);
 }
 
@@ -238,14 +242,14 @@ TEST(SegmentCacheTest, ShutdownReleasesRequestsWaitingForABuild) {
   std::atomic<bool> release{false};
   std::string written;
   GatedFailure stuck{&calls, &release, absl::DataLossError("late"), &written};
-  std::thread builder([&] { (void)cache.Acquire(Version(5), true, stuck, "s"); });
+  std::thread builder([&] { (void)cache.Acquire(Version(5), true, stuck, "s", nullptr); });
   while (calls.load() == 0) std::this_thread::yield();
   absl::Status waiter_status;
   std::atomic<bool> waiter_done{false};
   std::atomic<int> other_calls{0};
   std::thread waiter([&] {
     waiter_status = cache.Acquire(Version(5), true,
-                                  FakeBuilder(10, &other_calls), "s").status();
+                                  FakeBuilder(10, &other_calls), "s", nullptr).status();
     waiter_done = true;
   });
   std::this_thread::sleep_for(std::chrono::milliseconds(50));
@@ -253,7 +257,7 @@ TEST(SegmentCacheTest, ShutdownReleasesRequestsWaitingForABuild) {
   cache.Shutdown();
   waiter.join();  // returns although the build still runs
   EXPECT_EQ(waiter_status.code(), absl::StatusCode::kUnavailable);
-  EXPECT_EQ(cache.Acquire(Version(6), true, FakeBuilder(10, &other_calls), "s")
+  EXPECT_EQ(cache.Acquire(Version(6), true, FakeBuilder(10, &other_calls), "s", nullptr)
                 .status()
                 .code(),
             absl::StatusCode::kUnavailable);
@@ -268,7 +272,7 @@ TEST(SegmentCacheRestartTest, RecordedSegmentsSurviveARestart) {
   std::string path;
   {
     SegmentCache cache(dir, 1 << 20);
-    auto a = cache.Acquire(Version(1), true, FakeBuilder(10, &calls), "s");
+    auto a = cache.Acquire(Version(1), true, FakeBuilder(10, &calls), "s", nullptr);
     ASSERT_TRUE(a.ok());
     path = a->segment->path;
   }
@@ -277,13 +281,13 @@ TEST(SegmentCacheRestartTest, RecordedSegmentsSurviveARestart) {
   ::close(::open(orphan.c_str(), O_CREAT | O_WRONLY, 0600));
   SegmentCache restarted(dir, 1 << 20);
   EXPECT_FALSE(Exists(orphan));
-  auto again = restarted.Acquire(Version(1), true, FakeBuilder(10, &calls), "s");
+  auto again = restarted.Acquire(Version(1), true, FakeBuilder(10, &calls), "s", nullptr);
   ASSERT_TRUE(again.ok());
   EXPECT_TRUE(again->hit);
   EXPECT_EQ(again->segment->path, path);
   EXPECT_EQ(calls, 1);
   // New generations never collide with adopted ones.
-  auto other = restarted.Acquire(Version(2), true, FakeBuilder(10, &calls), "s");
+  auto other = restarted.Acquire(Version(2), true, FakeBuilder(10, &calls), "s", nullptr);
   ASSERT_TRUE(other.ok());
   EXPECT_GT(other->segment->generation, again->segment->generation);
 }
@@ -297,7 +301,7 @@ void ExpectNotAdoptedOnceChanged(
   std::string path;
   {
     SegmentCache cache(dir, 1 << 20);
-    auto a = cache.Acquire(Version(1), true, FakeBuilder(10, &calls), "s");
+    auto a = cache.Acquire(Version(1), true, FakeBuilder(10, &calls), "s", nullptr);
     ASSERT_TRUE(a.ok());
     path = a->segment->path;
   }
@@ -316,7 +320,7 @@ void ExpectNotAdoptedOnceChanged(
   }
   SegmentCache restarted(dir, 1 << 20);
   EXPECT_FALSE(Exists(path));
-  auto again = restarted.Acquire(Version(1), true, FakeBuilder(10, &calls), "s");
+  auto again = restarted.Acquire(Version(1), true, FakeBuilder(10, &calls), "s", nullptr);
   ASSERT_TRUE(again.ok());
   EXPECT_FALSE(again->hit);
   EXPECT_EQ(calls, 2);
@@ -340,10 +344,10 @@ TEST(SegmentCacheTest, SegmentFileRemovedByHandIsRebuilt) {
   const std::string dir = MakeTempDir();
   SegmentCache cache(dir, 1 << 20);
   std::atomic<int> calls{0};
-  auto first = cache.Acquire(Version(1), true, FakeBuilder(10, &calls), "");
+  auto first = cache.Acquire(Version(1), true, FakeBuilder(10, &calls), "", nullptr);
   ASSERT_TRUE(first.ok());
   ASSERT_EQ(::unlink(first->segment->path.c_str()), 0);
-  auto second = cache.Acquire(Version(1), true, FakeBuilder(10, &calls), "s");
+  auto second = cache.Acquire(Version(1), true, FakeBuilder(10, &calls), "s", nullptr);
   ASSERT_TRUE(second.ok()) << second.status();
   EXPECT_FALSE(second->hit);
   EXPECT_EQ(calls, 2);
@@ -353,7 +357,7 @@ TEST(SegmentCacheTest, SegmentFileRemovedByHandIsRebuilt) {
   ASSERT_EQ(::unlink(second->segment->path.c_str()), 0);
   ::unlink((second->segment->path.substr(0, second->segment->path.size() - 4) + ".meta").c_str());
   ASSERT_EQ(::rmdir(dir.c_str()), 0);
-  auto third = cache.Acquire(Version(1), true, FakeBuilder(10, &calls), "s");
+  auto third = cache.Acquire(Version(1), true, FakeBuilder(10, &calls), "s", nullptr);
   ASSERT_TRUE(third.ok()) << third.status();
   EXPECT_TRUE(Exists(third->segment->path));
 }
@@ -361,9 +365,9 @@ TEST(SegmentCacheTest, SegmentFileRemovedByHandIsRebuilt) {
 TEST(SegmentCacheTest, ListShowsSegmentsAndTheirLeases) {
   SegmentCache cache(MakeTempDir(), 1 << 20);
   std::atomic<int> calls{0};
-  ASSERT_TRUE(cache.Acquire(Version(1), true, FakeBuilder(10, &calls), "").ok());
-  ASSERT_TRUE(cache.Acquire(Version(2), true, FakeBuilder(20, &calls), "s1").ok());
-  ASSERT_TRUE(cache.Acquire(Version(2), true, FakeBuilder(20, &calls), "s2").ok());
+  ASSERT_TRUE(cache.Acquire(Version(1), true, FakeBuilder(10, &calls), "", nullptr).ok());
+  ASSERT_TRUE(cache.Acquire(Version(2), true, FakeBuilder(20, &calls), "s1", nullptr).ok());
+  ASSERT_TRUE(cache.Acquire(Version(2), true, FakeBuilder(20, &calls), "s2", nullptr).ok());
   std::vector<SegmentCache::Listing> listed = cache.List();
   ASSERT_EQ(listed.size(), 2u);
   EXPECT_EQ(listed[0].segment->version.ino, 1u);  // unleased, in LRU order first
@@ -376,8 +380,8 @@ TEST(SegmentCacheTest, ListShowsSegmentsAndTheirLeases) {
 TEST(SegmentCacheTest, EvictRemovesUnleasedAndRetiresLeased) {
   SegmentCache cache(MakeTempDir(), 1 << 20);
   std::atomic<int> calls{0};
-  auto a = cache.Acquire(Version(1), true, FakeBuilder(10, &calls), "");
-  auto b = cache.Acquire(Version(2), true, FakeBuilder(20, &calls), "s");
+  auto a = cache.Acquire(Version(1), true, FakeBuilder(10, &calls), "", nullptr);
+  auto b = cache.Acquire(Version(2), true, FakeBuilder(20, &calls), "s", nullptr);
   ASSERT_TRUE(a.ok() && b.ok());
   SegmentCache::Evicted evicted = cache.Evict([](const Segment&) { return true; });
   EXPECT_EQ(evicted.segments.size(), 2u);
@@ -388,7 +392,7 @@ TEST(SegmentCacheTest, EvictRemovesUnleasedAndRetiresLeased) {
   cache.Release("s", b->lease_id);
   EXPECT_FALSE(Exists(b->segment->path));
   // The next load builds anew.
-  auto again = cache.Acquire(Version(1), true, FakeBuilder(10, &calls), "");
+  auto again = cache.Acquire(Version(1), true, FakeBuilder(10, &calls), "", nullptr);
   ASSERT_TRUE(again.ok());
   EXPECT_FALSE(again->hit);
   EXPECT_EQ(cache.Evict([](const Segment& s) { return s.version.ino == 9; }).segments.size(), 0u);
@@ -396,6 +400,182 @@ TEST(SegmentCacheTest, EvictRemovesUnleasedAndRetiresLeased) {
 
 
 // -- remote sources: claims and fetch tickets ---------------------------------
+
+// A builder that writes part of a segment, then works -- asking `wanted`
+// as a real one does -- until `wanted` says to stop (it returns that
+// error) or `finish` is set (it completes the segment). It gives up
+// waiting after a minute, so a broken cache fails the test, not hangs it.
+struct LoopingBuilder {
+  std::atomic<int>* calls;
+  std::atomic<bool>* finish;
+  std::string* written;
+
+  absl::StatusOr<v1::LoadReply> operator()(const std::string& path,
+                                           const SegmentCache::Wanted& wanted,
+                                           uint64_t* size) const {
+    ++*calls;
+    *written = path;
+    int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_EXCL, 0600);
+    if (fd < 0) return absl::InternalError("open");
+    EXPECT_EQ(::write(fd, "partial", 7), 7);
+    ::close(fd);
+    const auto give_up = std::chrono::steady_clock::now() + std::chrono::minutes(1);
+    while (!finish->load() && std::chrono::steady_clock::now() < give_up) {
+      absl::Status status = wanted();
+      if (!status.ok()) return status;
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    *size = 7;
+    v1::LoadReply reply;
+    reply.set_segment_path(path);
+    return reply;
+  }
+};
+
+// Whether a request was abandoned, as its service would tell, counting how
+// often it was asked and told so.
+struct Requester {
+  std::atomic<bool> gone{false};
+  std::atomic<int> asked{0};
+  std::atomic<int> told_gone{0};
+  SegmentCache::Abandoned hook() {
+    return [this] {
+      ++asked;
+      if (!gone.load()) return false;
+      ++told_gone;
+      return true;
+    };
+  }
+  // Returns once the cache asked again after the call.
+  void AwaitQuestion() {
+    const int before = asked.load();
+    while (asked.load() <= before) std::this_thread::yield();
+  }
+  // Returns once the cache learnt that the request is gone (the builder's
+  // Wanted then decided, in the same call, whether the build goes on).
+  void AwaitTold() {
+    while (told_gone.load() == 0) std::this_thread::yield();
+  }
+};
+
+TEST(SegmentCacheAbandonTest, ABuildNobodyWantsStopsAndLeavesNothing) {
+  SegmentCache cache(MakeTempDir(), 1 << 20);
+  std::atomic<int> calls{0};
+  std::atomic<bool> finish{false};
+  std::string written;
+  Requester requester;
+  absl::Status status;
+  std::thread load([&] {
+    status = cache.Acquire(Version(1), true,
+                           LoopingBuilder{&calls, &finish, &written}, "s",
+                           requester.hook()).status();
+  });
+  while (calls.load() == 0) std::this_thread::yield();
+  requester.gone = true;  // its client cancelled the call
+  load.join();            // ...and the build stopped, finish never set
+  EXPECT_EQ(status.code(), absl::StatusCode::kCancelled) << status;
+  EXPECT_FALSE(Exists(written));
+  EXPECT_FALSE(Exists(written.substr(0, written.size() - 4) + ".meta"));
+  EXPECT_EQ(cache.stats().segments, 0u);
+  EXPECT_TRUE(cache.List().empty());
+  // Not shared as a failure: the next load builds again.
+  std::atomic<int> again{0};
+  EXPECT_TRUE(cache.Acquire(Version(1), true, FakeBuilder(10, &again), "s", nullptr)
+                  .ok());
+  EXPECT_EQ(again, 1);
+}
+
+TEST(SegmentCacheAbandonTest, ABuildALiveWaiterWantsFinishesAndServesBoth) {
+  SegmentCache cache(MakeTempDir(), 1 << 20);
+  std::atomic<int> calls{0}, other_calls{0};
+  std::atomic<bool> finish{false};
+  std::string written;
+  Requester builder, waiter;
+  absl::StatusOr<SegmentCache::Acquired> built = absl::UnknownError("");
+  absl::StatusOr<SegmentCache::Acquired> waited = absl::UnknownError("");
+  std::thread load([&] {
+    built = cache.Acquire(Version(2), true, LoopingBuilder{&calls, &finish, &written},
+                          "s1", builder.hook());
+  });
+  while (calls.load() == 0) std::this_thread::yield();
+  std::thread join([&] {
+    waited = cache.Acquire(Version(2), true, FakeBuilder(10, &other_calls), "s2",
+                           waiter.hook());
+  });
+  waiter.AwaitQuestion();  // it waits for the build
+  builder.gone = true;
+  builder.AwaitTold();  // the build learnt that its builder is gone...
+  finish = true;        // ...and went on for the waiter
+  load.join();
+  join.join();
+  ASSERT_TRUE(waited.ok()) << waited.status();
+  ASSERT_TRUE(built.ok()) << built.status();
+  EXPECT_EQ(waited->segment->path, written);
+  EXPECT_EQ(built->segment->path, written);
+  EXPECT_TRUE(Exists(written));
+  EXPECT_EQ(calls, 1);
+  EXPECT_EQ(other_calls, 0);
+}
+
+TEST(SegmentCacheAbandonTest, AWaiterThatGivesUpDoesNotStopALiveBuild) {
+  SegmentCache cache(MakeTempDir(), 1 << 20);
+  std::atomic<int> calls{0}, other_calls{0};
+  std::atomic<bool> finish{false};
+  std::string written;
+  Requester builder, waiter;
+  absl::StatusOr<SegmentCache::Acquired> built = absl::UnknownError("");
+  std::thread load([&] {
+    built = cache.Acquire(Version(3), true, LoopingBuilder{&calls, &finish, &written},
+                          "s1", builder.hook());
+  });
+  while (calls.load() == 0) std::this_thread::yield();
+  absl::Status waiter_status;
+  std::thread join([&] {
+    waiter_status = cache.Acquire(Version(3), true, FakeBuilder(10, &other_calls),
+                                  "s2", waiter.hook()).status();
+  });
+  waiter.AwaitQuestion();
+  waiter.gone = true;
+  join.join();  // the waiter stops waiting...
+  EXPECT_EQ(waiter_status.code(), absl::StatusCode::kCancelled) << waiter_status;
+  builder.AwaitQuestion();
+  builder.AwaitQuestion();  // ...and the build goes on for its builder
+  finish = true;
+  load.join();
+  ASSERT_TRUE(built.ok()) << built.status();
+  EXPECT_TRUE(Exists(written));
+  EXPECT_EQ(calls, 1);
+  EXPECT_EQ(other_calls, 0);
+}
+
+TEST(SegmentCacheAbandonTest, TheLastWaiterLeavingStopsAnAbandonedBuild) {
+  SegmentCache cache(MakeTempDir(), 1 << 20);
+  std::atomic<int> calls{0}, other_calls{0};
+  std::atomic<bool> finish{false};
+  std::string written;
+  Requester builder, waiter;
+  absl::Status built, waited;
+  std::thread load([&] {
+    built = cache.Acquire(Version(4), true, LoopingBuilder{&calls, &finish, &written},
+                          "s1", builder.hook()).status();
+  });
+  while (calls.load() == 0) std::this_thread::yield();
+  std::thread join([&] {
+    waited = cache.Acquire(Version(4), true, FakeBuilder(10, &other_calls), "s2",
+                           waiter.hook()).status();
+  });
+  waiter.AwaitQuestion();
+  builder.gone = true;
+  builder.AwaitTold();  // it builds on for the waiter, until:
+  waiter.gone = true;
+  join.join();
+  load.join();  // finish never set
+  EXPECT_EQ(waited.code(), absl::StatusCode::kCancelled) << waited;
+  EXPECT_EQ(built.code(), absl::StatusCode::kCancelled) << built;
+  EXPECT_FALSE(Exists(written));
+  EXPECT_EQ(cache.stats().segments, 0u);
+  EXPECT_EQ(other_calls, 0);
+}
 
 SourceVersion Remote(const std::string& etag, int64_t mtime = 7) {
   SourceVersion v;
@@ -410,20 +590,20 @@ SourceVersion Remote(const std::string& etag, int64_t mtime = 7) {
 SegmentCache::FetchBuilder FakeFetch(uint64_t size, std::atomic<int>* calls) {
   SegmentCache::Builder build = FakeBuilder(size, calls);
   return [build](const SourceVersion&, const std::string& path, uint64_t* out) {
-    return build(path, out);
+    return build(path, SegmentCache::Wanted(), out);
   };
 }
 
 TEST(SegmentCacheRemoteTest, OneClaimantFetchesAndTheOthersWaitForIt) {
   SegmentCache cache(MakeTempDir(), 1 << 20);
-  auto claimed = cache.Claim(Remote("e1"), "s1");
+  auto claimed = cache.Claim(Remote("e1"), "s1", nullptr);
   ASSERT_TRUE(claimed.ok()) << claimed.status();
   ASSERT_FALSE(claimed->ticket.empty());
   EXPECT_EQ(claimed->acquired.segment, nullptr);
   std::vector<absl::StatusOr<SegmentCache::Claimed>> waited(3, absl::UnknownError(""));
   std::vector<std::thread> waiters;
   for (int i = 0; i < 3; ++i) {
-    waiters.emplace_back([&, i] { waited[i] = cache.Claim(Remote("e1"), "s2"); });
+    waiters.emplace_back([&, i] { waited[i] = cache.Claim(Remote("e1"), "s2", nullptr); });
   }
   std::atomic<int> calls{0};
   auto built = cache.Fulfill(claimed->ticket, "s1", FakeFetch(10, &calls));
@@ -444,23 +624,23 @@ TEST(SegmentCacheRemoteTest, OneClaimantFetchesAndTheOthersWaitForIt) {
 TEST(SegmentCacheRemoteTest, TheEtagIsTheVersionAndTheMtimeCountsWithoutOne) {
   SegmentCache cache(MakeTempDir(), 1 << 20);
   std::atomic<int> calls{0};
-  auto first = cache.Claim(Remote("e1", 7), "s");
+  auto first = cache.Claim(Remote("e1", 7), "s", nullptr);
   ASSERT_TRUE(cache.Fulfill(first->ticket, "s", FakeFetch(10, &calls)).ok());
-  EXPECT_TRUE(cache.Claim(Remote("e1", 8), "s")->ticket.empty());   // same etag
-  EXPECT_FALSE(cache.Claim(Remote("e2", 8), "s")->ticket.empty());  // changed
+  EXPECT_TRUE(cache.Claim(Remote("e1", 8), "s", nullptr)->ticket.empty());   // same etag
+  EXPECT_FALSE(cache.Claim(Remote("e2", 8), "s", nullptr)->ticket.empty());  // changed
   SegmentCache other(MakeTempDir(), 1 << 20);
-  auto no_etag = other.Claim(Remote("", 7), "s");
+  auto no_etag = other.Claim(Remote("", 7), "s", nullptr);
   ASSERT_TRUE(other.Fulfill(no_etag->ticket, "s", FakeFetch(10, &calls)).ok());
-  EXPECT_TRUE(other.Claim(Remote("", 7), "s")->ticket.empty());
-  EXPECT_FALSE(other.Claim(Remote("", 9), "s")->ticket.empty());
+  EXPECT_TRUE(other.Claim(Remote("", 7), "s", nullptr)->ticket.empty());
+  EXPECT_FALSE(other.Claim(Remote("", 9), "s", nullptr)->ticket.empty());
 }
 
 TEST(SegmentCacheRemoteTest, AFetcherThatGoesAwayHandsTheClaimOver) {
   SegmentCache cache(MakeTempDir(), 1 << 20);
-  auto claimed = cache.Claim(Remote("e1"), "fetcher");
+  auto claimed = cache.Claim(Remote("e1"), "fetcher", nullptr);
   ASSERT_FALSE(claimed->ticket.empty());
   absl::StatusOr<SegmentCache::Claimed> waited = absl::UnknownError("");
-  std::thread waiter([&] { waited = cache.Claim(Remote("e1"), "waiter"); });
+  std::thread waiter([&] { waited = cache.Claim(Remote("e1"), "waiter", nullptr); });
   std::this_thread::sleep_for(std::chrono::milliseconds(20));
   cache.EndSession("fetcher");  // its process died before it redeemed
   waiter.join();
@@ -477,7 +657,7 @@ TEST(SegmentCacheRemoteTest, ACancelledFetchIsClaimedAgainABadObjectIsShared) {
   SegmentCache cache(MakeTempDir(), 1 << 20);
   for (absl::Status failure : {absl::CancelledError("fetcher gave up"),
                                absl::DataLossError("not a joblib file")}) {
-    auto claimed = cache.Claim(Remote("e1"), "fetcher");
+    auto claimed = cache.Claim(Remote("e1"), "fetcher", nullptr);
     ASSERT_FALSE(claimed->ticket.empty());
     std::atomic<bool> release{false};
     std::atomic<int> calls{0};
@@ -486,12 +666,12 @@ TEST(SegmentCacheRemoteTest, ACancelledFetchIsClaimedAgainABadObjectIsShared) {
     absl::StatusOr<SegmentCache::Claimed> waited = absl::UnknownError("");
     std::thread fetcher([&] {
       auto run = [&](const SourceVersion&, const std::string& path, uint64_t* size) {
-        return failing(path, size);
+        return failing(path, SegmentCache::Wanted(), size);
       };
       EXPECT_EQ(cache.Fulfill(claimed->ticket, "fetcher", run).status(), failure);
     });
     while (calls.load() == 0) std::this_thread::yield();
-    std::thread waiter([&] { waited = cache.Claim(Remote("e1"), "waiter"); });
+    std::thread waiter([&] { waited = cache.Claim(Remote("e1"), "waiter", nullptr); });
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
     release = true;
     fetcher.join();
@@ -521,15 +701,15 @@ TEST(SegmentCacheRemoteTest, RemoteSegmentsSurviveARestart) {
   std::atomic<int> calls{0};
   {
     SegmentCache cache(dir, 1 << 20);
-    auto claimed = cache.Claim(Remote("e1"), "s");
+    auto claimed = cache.Claim(Remote("e1"), "s", nullptr);
     ASSERT_TRUE(cache.Fulfill(claimed->ticket, "s", FakeFetch(10, &calls)).ok());
   }
   SegmentCache cache(dir, 1 << 20);
-  auto again = cache.Claim(Remote("e1"), "s");
+  auto again = cache.Claim(Remote("e1"), "s", nullptr);
   ASSERT_TRUE(again.ok());
   EXPECT_TRUE(again->ticket.empty());
   EXPECT_EQ(again->acquired.segment->version.url, "s3://bucket/model.pkl");
-  EXPECT_TRUE(cache.Claim(Version(1), "s").status().code() ==
+  EXPECT_TRUE(cache.Claim(Version(1), "s", nullptr).status().code() ==
               absl::StatusCode::kInvalidArgument);  // files are not claimed
 }
 

@@ -34,7 +34,8 @@ SourceVersion VersionAt(const std::string& path) {
 }
 
 SegmentCache::Builder Builder() {
-  return [](const std::string& path, uint64_t* size) -> absl::StatusOr<v1::LoadReply> {
+  return [](const std::string& path, const SegmentCache::Wanted&,
+            uint64_t* size) -> absl::StatusOr<v1::LoadReply> {
     WriteFile(path, "segment");
     *size = 7;
     return v1::LoadReply();
@@ -52,13 +53,13 @@ TEST(StaleSweeperTest, EvictsSegmentsOfDeletedAndReplacedFilesOnly) {
   const std::string replaced = sources + "/replaced.pkl";
   for (const std::string& path : {kept, deleted, replaced}) {
     WriteFile(path, "joblib");
-    ASSERT_TRUE(cache.Acquire(VersionAt(path), true, Builder(), "").ok());
+    ASSERT_TRUE(cache.Acquire(VersionAt(path), true, Builder(), "", nullptr).ok());
   }
   // A file object's segment has no path to go stale by.
   SourceVersion unnamed = VersionAt(kept);
   unnamed.ino += 1000;
   unnamed.path = "<file object>";
-  ASSERT_TRUE(cache.Acquire(unnamed, true, Builder(), "").ok());
+  ASSERT_TRUE(cache.Acquire(unnamed, true, Builder(), "", nullptr).ok());
   ASSERT_EQ(Segments(cache), 4u);
   EXPECT_EQ(sweeper.SweepOnce(), 0u);
 
@@ -76,7 +77,7 @@ TEST(StaleSweeperTest, ItsThreadSweepsAndStopsPromptly) {
   SegmentCache cache(MakeTempDir(), 1 << 20);
   const std::string path = sources + "/gone.pkl";
   WriteFile(path, "joblib");
-  ASSERT_TRUE(cache.Acquire(VersionAt(path), true, Builder(), "").ok());
+  ASSERT_TRUE(cache.Acquire(VersionAt(path), true, Builder(), "", nullptr).ok());
   ASSERT_EQ(::unlink(path.c_str()), 0);
   {
     StaleSweeper sweeper(&cache, absl::Milliseconds(5));
