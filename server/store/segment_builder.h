@@ -42,7 +42,11 @@ struct SegmentSource {
   uint64_t offset = 0;
   // For a descriptor its client is still filling (a remote object being
   // fetched): called with an offset in `fd` before any byte below it is
-  // read, so the build decompresses as the bytes arrive. Null: all final.
+  // read, so the build decompresses as the bytes arrive; and, as the
+  // decoded bytes come out, with an offset read already -- so that it is
+  // asked often, however far a piece expands, and its error (a cancelled
+  // call, a build nobody wants: SegmentCache::Wanted) stops the build.
+  // Null: all final, nothing to ask.
   PayloadReady ready;
   // The descriptor is a staging file nobody reads again: its pages are
   // released (holes punched) once decoded, so it never holds the whole

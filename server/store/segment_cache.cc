@@ -268,7 +268,7 @@ SegmentCache::Wanted SegmentCache::WantedFor(std::shared_ptr<Build> build,
   auto state = std::make_shared<State>();
   const absl::Status stop = absl::CancelledError(absl::StrCat(
       "the segment build of ", source.empty() ? "<source>" : source,
-      " stopped: every load waiting for it was abandoned by its client"));
+      " stopped: every load that wanted it was abandoned"));
   return [this, build = std::move(build), abandoned = &abandoned, state,
           stop]() -> absl::Status {
     if (state->stopped) return stop;
