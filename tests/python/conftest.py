@@ -145,6 +145,27 @@ def daemon() -> Iterator[Daemon]:
         instance.cleanup()
 
 
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of process `pid` so far (/proc/<pid>/stat)."""
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def assert_goes_idle(daemon: Daemon, within: float = 5.0, what: str = "work nobody wants") -> None:
+    """The daemon goes idle (half a second with under 0.05 s of CPU) within
+    `within` seconds: it stopped `what`. Tests that use this make that work
+    take far longer than `within`, so a daemon that kept at it fails."""
+    assert daemon.process is not None
+    deadline = time.monotonic() + within
+    while True:
+        busy_before = cpu_seconds(daemon.process.pid)
+        time.sleep(0.5)
+        if cpu_seconds(daemon.process.pid) - busy_before < 0.05:
+            return
+        assert time.monotonic() < deadline, "the daemon kept at " + what
+
+
 D = TypeVar("D", bound=Daemon)
 
 

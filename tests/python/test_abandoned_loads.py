@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 
 import persistd
-from conftest import Daemon, daemon_binary
+from conftest import Daemon, assert_goes_idle, daemon_binary
 from persistd import admin
 
 SEED = 20261129
@@ -49,25 +49,6 @@ def slow_file(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     finally:
         writer.cleanup()
     yield path
-
-
-def _cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far."""
-    with open("/proc/%d/stat" % pid) as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _assert_goes_idle(daemon: Daemon) -> None:
-    """The daemon goes idle (0.5 s with under 0.05 s of CPU) within 5 s."""
-    assert daemon.process is not None
-    deadline = time.monotonic() + 5.0
-    while True:
-        busy_before = _cpu_seconds(daemon.process.pid)
-        time.sleep(0.5)
-        if _cpu_seconds(daemon.process.pid) - busy_before < 0.05:
-            return
-        assert time.monotonic() < deadline, "the daemon kept building for nobody"
 
 
 def _await_build(daemon: Daemon, path: Path) -> None:
@@ -112,7 +93,7 @@ def test_a_killed_first_load_stops_its_build(fresh_daemon: Daemon, slow_file: Pa
     finally:
         child.send_signal(signal.SIGKILL)
         child.wait()
-    _assert_goes_idle(fresh_daemon)
+    assert_goes_idle(fresh_daemon, what="building for nobody")
     assert admin.status(fresh_daemon.socket)["builds"] == []
     assert _segments_of(fresh_daemon, slow_file) == []
     assert os.listdir(os.path.join(fresh_daemon.store, "segments")) == []
@@ -145,6 +126,6 @@ def test_a_load_that_times_out_stops_its_build(fresh_daemon: Daemon, slow_file: 
     with persistd.Client(fresh_daemon.socket, timeout=1.0, autostart=False) as client:
         with pytest.raises(TimeoutError):
             client.load(slow_file)
-    _assert_goes_idle(fresh_daemon)
+    assert_goes_idle(fresh_daemon, what="building for nobody")
     assert _segments_of(fresh_daemon, slow_file) == []
     assert os.listdir(os.path.join(fresh_daemon.store, "segments")) == []

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import daemon_binary, serving
+from conftest import cpu_seconds, daemon_binary, serving
 from hostile import ConfiguredDaemon, array_wrapper
 from persistd import load
 
@@ -38,14 +38,6 @@ def low_limit_daemon(monkeypatch: pytest.MonkeyPatch) -> Iterator[ConfiguredDaem
     """A daemon whose process starts with RLIMIT_NOFILE = NOFILE."""
     with serving(ConfiguredDaemon(daemon_binary(), preexec_fn=_low_limit), monkeypatch) as instance:
         yield instance
-
-
-def cpu_seconds(pid: int) -> float:
-    """User plus system CPU time of process `pid` (/proc/<pid>/stat)."""
-    with open("/proc/%d/stat" % pid) as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    ticks = os.sysconf("SC_CLK_TCK")
-    return (int(fields[11]) + int(fields[12])) / ticks
 
 
 def test_descriptor_exhaustion_costs_little_cpu_and_log_and_passes(
