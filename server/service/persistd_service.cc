@@ -405,8 +405,11 @@ absl::Status PersistdService::FulfillFetch(grpc::ServerContext* context,
       }
       header = *std::move(mapped);
     }
-    const PayloadReady ready = WaitForPayload(
+    PayloadReady ready = WaitForPayload(
         context, alive, streamed ? header.view().data() : nullptr, what);
+    if (streamed) {
+      ready = ReportingReads(std::move(ready), ProgressToPayloadHeader(staging.get()));
+    }
     SegmentSource source{staging.get(), version.size, version.url, version.raw};
     source.offset = offset;
     source.ready = ready;

@@ -46,4 +46,18 @@ PayloadReady WaitForPayload(grpc::ServerContext* context,
   };
 }
 
+PayloadReady ReportingReads(PayloadReady ready,
+                            std::function<void(uint64_t)> report) {
+  // A pipeline calls its PayloadReady from one thread at a time.
+  auto highest = std::make_shared<uint64_t>(0);
+  return [ready = std::move(ready), report = std::move(report),
+          highest](uint64_t offset) -> absl::Status {
+    if (offset > *highest) {
+      *highest = offset;
+      report(offset);
+    }
+    return ready(offset);
+  };
+}
+
 }  // namespace persistd

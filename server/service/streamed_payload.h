@@ -14,6 +14,8 @@
 #define PERSISTD_SERVER_SERVICE_STREAMED_PAYLOAD_H_
 
 #include <atomic>
+#include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -32,6 +34,13 @@ inline constexpr uint64_t kStreamHeaderBytes = 64;
 PayloadReady WaitForPayload(grpc::ServerContext* context,
                             std::shared_ptr<const std::atomic<bool>> sender_alive,
                             const char* header, std::string what);
+
+// `ready`, which also tells the client how far the pipeline has read: each
+// offset it asks for beyond the last goes to `report` (for a staging memfd,
+// ProgressToPayloadHeader: bytes 8..16 of the header). A fetcher paces its
+// ranged reads by it, so staging holds a bounded window of the object.
+PayloadReady ReportingReads(PayloadReady ready,
+                            std::function<void(uint64_t)> report);
 
 }  // namespace persistd
 

@@ -10,7 +10,11 @@ never covers a byte not yet written.
 
 Memory: at most ``parallel`` ranges of ``chunk`` bytes are in flight in
 Python (32 MiB by default); the object as a whole is never held in a
-Python buffer, and the daemon releases the staging pages it has decoded.
+Python buffer. The daemon releases the staging pages it has decoded and
+writes how far it has read into the header (bytes 8..16); a range is
+requested only while it ends within ``WINDOW_BYTES`` of that, so however
+much faster the store is than decompression, staging holds a bounded
+window of the object, not all of it.
 
 The object's last byte is published only after ``verify`` confirmed that
 the store still reports the version this fetch was for, so the daemon
@@ -22,6 +26,7 @@ from __future__ import annotations
 import errno
 import mmap
 import struct
+import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any
@@ -31,6 +36,16 @@ from persistd.files import STREAM_HEADER_BYTES, write_at
 #: Bytes per ranged read, and ranged reads in flight.
 CHUNK_BYTES = 8 << 20
 PARALLEL = 4
+#: How far past the daemon's read position ranges may reach. Deadlock-free
+#: as long as it exceeds the ranges in flight (PARALLEL x CHUNK_BYTES) plus
+#: the daemon's read-ahead (2 MiB): when no range is in flight, every landed
+#: byte is published, so the daemon can read on.
+WINDOW_BYTES = 64 << 20
+
+
+class _CallEnded(Exception):
+    """The daemon's call ended while the fetch waited for it to read on:
+    nobody will consume more, and the call's result says why."""
 
 
 class RangedFetch:
@@ -67,39 +82,46 @@ class RangedFetch:
         self._verify = verify
         self._chunk = max(1, chunk or CHUNK_BYTES)
         self._parallel = max(1, parallel or PARALLEL)
+        self._window = max(WINDOW_BYTES, 2 * self._parallel * self._chunk)
         self._prefix = 0
+        self._next = 0  # the start of the next range to request
 
-    def __call__(self) -> None:
+    def __call__(self, call_ended: Callable[[], bool] = lambda: False) -> None:
+        """Fetches while the daemon's call runs; ``call_ended`` tells when it
+        is over (then nobody reads on, and the call's result says why)."""
         try:
-            self._fetch()
+            self._fetch(call_ended)
             self._verify()
             self._publish(self._size)
+        except _CallEnded:
+            pass
         finally:
             if self._header is not None:
                 self._header.close()
                 self._header = None
 
-    def _fetch(self) -> None:
-        starts = iter(range(0, self._size, self._chunk))
+    def _fetch(self, call_ended: Callable[[], bool]) -> None:
         landed: dict[int, int] = {}  # start -> end of ranges past the prefix
         with ThreadPoolExecutor(self._parallel, thread_name_prefix="persistd-fetch") as pool:
             pending: dict[Future[int], int] = {}
-
-            def submit() -> None:
-                start = next(starts, None)
-                if start is not None:
-                    end = min(start + self._chunk, self._size)
-                    pending[pool.submit(self._read_range, start, end)] = start
-
             try:
-                for _ in range(self._parallel):
-                    submit()
-                while pending:
+                while True:
+                    while (
+                        len(pending) < self._parallel
+                        and self._next < self._size
+                        and self._within_window(self._next)
+                    ):
+                        end = min(self._next + self._chunk, self._size)
+                        pending[pool.submit(self._read_range, self._next, end)] = self._next
+                        self._next = end
+                    if not pending:
+                        if self._next >= self._size:
+                            return
+                        self._await_reads(call_ended)
+                        continue
                     done, _ = wait(pending, return_when=FIRST_COMPLETED)
                     for future in done:
-                        start = pending.pop(future)
-                        landed[start] = future.result()
-                        submit()
+                        landed[pending.pop(future)] = future.result()
                     while self._prefix in landed:
                         self._prefix = landed.pop(self._prefix)
                     # The last byte waits for verify().
@@ -108,6 +130,23 @@ class RangedFetch:
                 for future in pending:
                     future.cancel()
                 raise
+
+    def _within_window(self, start: int) -> bool:
+        """Whether the range at ``start`` ends within the window past the
+        daemon's read position (always, without a header to pace by)."""
+        if self._header is None:
+            return True
+        read: int = struct.unpack_from("<Q", self._header, 8)[0]
+        return self._base + min(start + self._chunk, self._size) <= read + self._window
+
+    def _await_reads(self, call_ended: Callable[[], bool]) -> None:
+        """Waits for the daemon to read on (everything landed is published)."""
+        pause = 0.0005
+        while not self._within_window(self._next):
+            if call_ended():
+                raise _CallEnded()
+            time.sleep(pause)
+            pause = min(pause * 2, 0.01)
 
     def _read_range(self, start: int, end: int) -> int:
         try:

@@ -188,7 +188,7 @@ def _redeem(
     session_id: str,
     fd: int,
     url: str,
-    work: Callable[[], None] | None,
+    work: Callable[[Callable[[], bool]], None] | None,
 ) -> Any:
     """Hands the staging descriptor to the daemon under ``ticket``; with
     ``work`` (a fetch still to do) the daemon builds while it runs, and a

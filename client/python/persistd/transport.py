@@ -217,14 +217,16 @@ class Connection:
         method: str,
         request: Any,
         filename: str | None,
-        work: Callable[[], None],
+        work: Callable[[Callable[[], bool]], None],
         timeout: float | None,
     ) -> Any:
-        """Start the call, run ``work`` while it runs, then wait for it."""
+        """Start the call, run ``work`` while it runs, then wait for it.
+        ``work`` is given a function that tells whether the call is over
+        (work that waits on the daemon must stop waiting then)."""
         self.flush_releases()
         future = getattr(self.stub, method).future(request, timeout=timeout)
         try:
-            work()
+            work(future.done)
             return future.result()
         except grpc.RpcError as err:
             if err.code() == grpc.StatusCode.UNAVAILABLE:
@@ -394,7 +396,9 @@ class Endpoint:
                 request.fds_token = conn.send_fds(fds)
                 if while_running is None:
                     return conn.invoke("Dump", request, filename, self.timeout)
-                return conn.invoke_while("Dump", request, filename, while_running, self.timeout)
+                return conn.invoke_while(
+                    "Dump", request, filename, lambda _ended: while_running(), self.timeout
+                )
             except ConnectionError:
                 conn.broken = True
                 if attempt == 1 or while_running is not None or os.fstat(fds[0]).st_size != 0:
