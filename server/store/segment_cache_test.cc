@@ -458,123 +458,118 @@ struct Requester {
   }
 };
 
-TEST(SegmentCacheAbandonTest, ABuildNobodyWantsStopsAndLeavesNothing) {
-  SegmentCache cache(MakeTempDir(), 1 << 20);
-  std::atomic<int> calls{0};
-  std::atomic<bool> finish{false};
-  std::string written;
-  Requester requester;
-  absl::Status status;
-  std::thread load([&] {
-    status = cache.Acquire(Version(1), true,
-                           LoopingBuilder{&calls, &finish, &written}, "s",
-                           requester.hook()).status();
-  });
-  while (calls.load() == 0) std::this_thread::yield();
-  requester.gone = true;  // its client cancelled the call
-  load.join();            // ...and the build stopped, finish never set
-  EXPECT_EQ(status.code(), absl::StatusCode::kCancelled) << status;
-  EXPECT_FALSE(Exists(written));
-  EXPECT_FALSE(Exists(written.substr(0, written.size() - 4) + ".meta"));
-  EXPECT_EQ(cache.stats().segments, 0u);
-  EXPECT_TRUE(cache.List().empty());
-  // Not shared as a failure: the next load builds again.
-  std::atomic<int> again{0};
-  EXPECT_TRUE(cache.Acquire(Version(1), true, FakeBuilder(10, &again), "s", nullptr)
-                  .ok());
-  EXPECT_EQ(again, 1);
-}
-
-TEST(SegmentCacheAbandonTest, ABuildALiveWaiterWantsFinishesAndServesBoth) {
-  SegmentCache cache(MakeTempDir(), 1 << 20);
+// A build of one version that runs until told to `finish` (LoopingBuilder),
+// requested by `builder`, and optionally a second request for the same
+// version by `waiter`; each request runs on its own thread and keeps its
+// result. The destructor lets the build finish and joins both.
+struct AbandonScene {
+  SegmentCache cache{MakeTempDir(), 1 << 20};
   std::atomic<int> calls{0}, other_calls{0};
   std::atomic<bool> finish{false};
   std::string written;
   Requester builder, waiter;
   absl::StatusOr<SegmentCache::Acquired> built = absl::UnknownError("");
   absl::StatusOr<SegmentCache::Acquired> waited = absl::UnknownError("");
-  std::thread load([&] {
-    built = cache.Acquire(Version(2), true, LoopingBuilder{&calls, &finish, &written},
-                          "s1", builder.hook());
-  });
-  while (calls.load() == 0) std::this_thread::yield();
-  std::thread join([&] {
-    waited = cache.Acquire(Version(2), true, FakeBuilder(10, &other_calls), "s2",
-                           waiter.hook());
-  });
-  waiter.AwaitQuestion();  // it waits for the build
-  builder.gone = true;
-  builder.AwaitTold();  // the build learnt that its builder is gone...
-  finish = true;        // ...and went on for the waiter
-  load.join();
-  join.join();
-  ASSERT_TRUE(waited.ok()) << waited.status();
-  ASSERT_TRUE(built.ok()) << built.status();
-  EXPECT_EQ(waited->segment->path, written);
-  EXPECT_EQ(built->segment->path, written);
-  EXPECT_TRUE(Exists(written));
-  EXPECT_EQ(calls, 1);
-  EXPECT_EQ(other_calls, 0);
+  std::thread build_thread, wait_thread;
+
+  ~AbandonScene() {
+    finish = true;
+    JoinBuild();
+    JoinWaiter();
+  }
+  // Returns once the build runs.
+  void StartBuild() {
+    build_thread = std::thread([this] {
+      built = cache.Acquire(Version(1), true, LoopingBuilder{&calls, &finish, &written},
+                            "s1", builder.hook());
+    });
+    while (calls.load() == 0) std::this_thread::yield();
+  }
+  // Returns once the waiter waits for the build.
+  void StartWaiter() {
+    wait_thread = std::thread([this] {
+      waited = cache.Acquire(Version(1), true, FakeBuilder(10, &other_calls), "s2",
+                             waiter.hook());
+    });
+    waiter.AwaitQuestion();
+  }
+  void JoinBuild() {
+    if (build_thread.joinable()) build_thread.join();
+  }
+  void JoinWaiter() {
+    if (wait_thread.joinable()) wait_thread.join();
+  }
+};
+
+TEST(SegmentCacheAbandonTest, ABuildNobodyWantsStopsAndLeavesNothing) {
+  AbandonScene scene;
+  scene.StartBuild();
+  scene.builder.gone = true;  // its client cancelled the call
+  scene.JoinBuild();          // ...and the build stopped, finish never set
+  EXPECT_EQ(scene.built.status().code(), absl::StatusCode::kCancelled) << scene.built.status();
+  EXPECT_FALSE(Exists(scene.written));
+  EXPECT_FALSE(Exists(scene.written.substr(0, scene.written.size() - 4) + ".meta"));
+  EXPECT_EQ(scene.cache.stats().segments, 0u);
+  EXPECT_TRUE(scene.cache.List().empty());
+  // Not shared as a failure: the next load builds again.
+  std::atomic<int> again{0};
+  EXPECT_TRUE(scene.cache.Acquire(Version(1), true, FakeBuilder(10, &again), "s", nullptr)
+                  .ok());
+  EXPECT_EQ(again, 1);
+}
+
+TEST(SegmentCacheAbandonTest, ABuildALiveWaiterWantsFinishesAndServesBoth) {
+  AbandonScene scene;
+  scene.StartBuild();
+  scene.StartWaiter();
+  scene.builder.gone = true;
+  scene.builder.AwaitTold();  // the build learnt that its builder is gone...
+  scene.finish = true;        // ...and went on for the waiter
+  scene.JoinBuild();
+  scene.JoinWaiter();
+  ASSERT_TRUE(scene.waited.ok()) << scene.waited.status();
+  ASSERT_TRUE(scene.built.ok()) << scene.built.status();
+  EXPECT_EQ(scene.waited->segment->path, scene.written);
+  EXPECT_EQ(scene.built->segment->path, scene.written);
+  EXPECT_TRUE(Exists(scene.written));
+  EXPECT_EQ(scene.calls, 1);
+  EXPECT_EQ(scene.other_calls, 0);
 }
 
 TEST(SegmentCacheAbandonTest, AWaiterThatGivesUpDoesNotStopALiveBuild) {
-  SegmentCache cache(MakeTempDir(), 1 << 20);
-  std::atomic<int> calls{0}, other_calls{0};
-  std::atomic<bool> finish{false};
-  std::string written;
-  Requester builder, waiter;
-  absl::StatusOr<SegmentCache::Acquired> built = absl::UnknownError("");
-  std::thread load([&] {
-    built = cache.Acquire(Version(3), true, LoopingBuilder{&calls, &finish, &written},
-                          "s1", builder.hook());
-  });
-  while (calls.load() == 0) std::this_thread::yield();
-  absl::Status waiter_status;
-  std::thread join([&] {
-    waiter_status = cache.Acquire(Version(3), true, FakeBuilder(10, &other_calls),
-                                  "s2", waiter.hook()).status();
-  });
-  waiter.AwaitQuestion();
-  waiter.gone = true;
-  join.join();  // the waiter stops waiting...
-  EXPECT_EQ(waiter_status.code(), absl::StatusCode::kCancelled) << waiter_status;
-  builder.AwaitQuestion();
-  builder.AwaitQuestion();  // ...and the build goes on for its builder
-  finish = true;
-  load.join();
-  ASSERT_TRUE(built.ok()) << built.status();
-  EXPECT_TRUE(Exists(written));
-  EXPECT_EQ(calls, 1);
-  EXPECT_EQ(other_calls, 0);
+  AbandonScene scene;
+  scene.StartBuild();
+  scene.StartWaiter();
+  scene.waiter.gone = true;
+  scene.JoinWaiter();  // the waiter stops waiting...
+  EXPECT_EQ(scene.waited.status().code(), absl::StatusCode::kCancelled)
+      << scene.waited.status();
+  scene.builder.AwaitQuestion();
+  scene.builder.AwaitQuestion();  // ...and the build goes on for its builder
+  scene.finish = true;
+  scene.JoinBuild();
+  ASSERT_TRUE(scene.built.ok()) << scene.built.status();
+  EXPECT_TRUE(Exists(scene.written));
+  EXPECT_EQ(scene.calls, 1);
+  EXPECT_EQ(scene.other_calls, 0);
 }
 
 TEST(SegmentCacheAbandonTest, TheLastWaiterLeavingStopsAnAbandonedBuild) {
-  SegmentCache cache(MakeTempDir(), 1 << 20);
-  std::atomic<int> calls{0}, other_calls{0};
-  std::atomic<bool> finish{false};
-  std::string written;
-  Requester builder, waiter;
-  absl::Status built, waited;
-  std::thread load([&] {
-    built = cache.Acquire(Version(4), true, LoopingBuilder{&calls, &finish, &written},
-                          "s1", builder.hook()).status();
-  });
-  while (calls.load() == 0) std::this_thread::yield();
-  std::thread join([&] {
-    waited = cache.Acquire(Version(4), true, FakeBuilder(10, &other_calls), "s2",
-                           waiter.hook()).status();
-  });
-  waiter.AwaitQuestion();
-  builder.gone = true;
-  builder.AwaitTold();  // it builds on for the waiter, until:
-  waiter.gone = true;
-  join.join();
-  load.join();  // finish never set
-  EXPECT_EQ(waited.code(), absl::StatusCode::kCancelled) << waited;
-  EXPECT_EQ(built.code(), absl::StatusCode::kCancelled) << built;
-  EXPECT_FALSE(Exists(written));
-  EXPECT_EQ(cache.stats().segments, 0u);
-  EXPECT_EQ(other_calls, 0);
+  AbandonScene scene;
+  scene.StartBuild();
+  scene.StartWaiter();
+  scene.builder.gone = true;
+  scene.builder.AwaitTold();  // it builds on for the waiter, until:
+  scene.waiter.gone = true;
+  scene.JoinWaiter();
+  scene.JoinBuild();  // finish never set
+  EXPECT_EQ(scene.waited.status().code(), absl::StatusCode::kCancelled)
+      << scene.waited.status();
+  EXPECT_EQ(scene.built.status().code(), absl::StatusCode::kCancelled)
+      << scene.built.status();
+  EXPECT_FALSE(Exists(scene.written));
+  EXPECT_EQ(scene.cache.stats().segments, 0u);
+  EXPECT_EQ(scene.other_calls, 0);
 }
 
 SourceVersion Remote(const std::string& etag, int64_t mtime = 7) {
