@@ -41,7 +41,7 @@ from persistd.files import (
 )
 from persistd.pickling import plan_dump
 from persistd.safety import allowlist
-from persistd.unpickling import Loader, legacy_message, warn
+from persistd.unpickling import Loader, warn
 
 # The public argument types (runtime expressions: Python 3.9 has no ``X | Y``).
 #: ``compress``: 0/False, True, a zlib level 0-9, a method name, or (method, level).
@@ -277,11 +277,8 @@ def _load_path(
                                    progress.LOAD_POLL_S):
                 reply, session_id = endpoint.load(fd=fd, filename=filename)
 
-        if reply.format == pb.FORMAT_ZFILE:
-            # joblib < 0.10 Z-file: joblib ignores mmap_mode and byte order here.
-            warn(legacy_message(filename), DeprecationWarning)
-            mode, ensure = None, False
-        elif mode == "r+" and reply.codec != pb.CODEC_NONE:
+        # (A joblib < 0.10 Z-file: the Loader drops mmap_mode, with its warning.)
+        if mode == "r+" and reply.codec != pb.CODEC_NONE and reply.format != pb.FORMAT_ZFILE:
             warn(
                 'mmap_mode "%(m)s" is not compatible with compressed file %(f)s. '
                 '"%(m)s" flag will be ignored.' % {"m": user_mode, "f": filename}
@@ -324,10 +321,8 @@ def _load_fileobj(
     if start is not None and _seekable(fileobj):
         fileobj.seek(start + length - int(reply.trailing_bytes))
 
-    if reply.format == pb.FORMAT_ZFILE:
-        warn(legacy_message(name), DeprecationWarning)
-        ensure = False
-    elif user_mode is not None:
+    # (A joblib < 0.10 Z-file: the Loader warns and drops the byte order.)
+    if user_mode is not None and reply.format != pb.FORMAT_ZFILE:
         if isinstance(fileobj, io.BytesIO) and reply.codec == pb.CODEC_NONE:
             warn(
                 "In memory persistence is not compatible with "

@@ -39,7 +39,7 @@ from persistd import transport
 from persistd._proto import persistd_pb2 as pb
 from persistd.fetch import RangedFetch
 from persistd.files import STREAM_HEADER_BYTES, memory_file, seal
-from persistd.unpickling import Loader, legacy_message, warn
+from persistd.unpickling import Loader
 
 #: A URL names its protocol ("s3://", "gs://", "memory://", "file://"...),
 #: or starts an fsspec chain ("simplecache::s3://...").
@@ -96,9 +96,6 @@ def load(
         reply, session_id = _load_unversioned(endpoint, fs, path, url, size)
     else:
         reply, session_id = _load_versioned(endpoint, fs, path, url, identity)
-    if reply.format == pb.FORMAT_ZFILE:
-        warn(legacy_message(url), DeprecationWarning)
-        mode, ensure = None, False
     loader = Loader(
         endpoint,
         reply,

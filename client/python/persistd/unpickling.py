@@ -132,6 +132,11 @@ class Loader:
         dirname: str,
         allowed_globals: frozenset[str] | None = None,
     ) -> None:
+        if reply.format == pb.FORMAT_ZFILE:
+            # joblib < 0.10 Z-file: joblib warns, and ignores mmap_mode and
+            # byte order (every entry point: paths, file objects, URLs).
+            warn(legacy_message(filename), DeprecationWarning)
+            mmap_mode, ensure_native = None, False
         self.endpoint = endpoint
         self.reply = reply
         #: None: any global (a normal pickle load); else only these.
