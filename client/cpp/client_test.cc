@@ -25,6 +25,7 @@
 #include "client/cpp/dump_spec.h"
 #include "client/cpp/dump_target.h"
 #include "client/cpp/pickle_emitter.h"
+#include "client/cpp/test_util.h"
 #include "common/pickle/pickle_opcodes.h"
 #include "common/pickle/pickle_scanner.h"
 #include "grpcpp/security/server_credentials.h"
@@ -38,6 +39,11 @@ namespace persistd {
 namespace {
 
 using namespace pickle_op;  // NOLINT: opcode names read best unqualified.
+using testing_util::Entries;
+using testing_util::ModeOf;
+using testing_util::ReadFile;
+using testing_util::ScopedUmask;
+using testing_util::WriteFile;
 
 // A fresh directory under /tmp (short: Unix socket names are limited to
 // 107 bytes).
@@ -46,48 +52,6 @@ std::string MakeTempDir() {
   if (::mkdtemp(dir) == nullptr) return "";
   return dir;
 }
-
-// The names in `dir`, sorted, without "." and "..".
-std::vector<std::string> Entries(const std::string& dir) {
-  std::vector<std::string> names;
-  DIR* d = ::opendir(dir.c_str());
-  if (d == nullptr) return names;
-  while (dirent* e = ::readdir(d)) {
-    std::string name = e->d_name;
-    if (name != "." && name != "..") names.push_back(name);
-  }
-  ::closedir(d);
-  std::sort(names.begin(), names.end());
-  return names;
-}
-
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream out;
-  out << in.rdbuf();
-  return out.str();
-}
-
-void WriteFile(const std::string& path, absl::string_view contents) {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out.write(contents.data(), contents.size());
-}
-
-mode_t ModeOf(const std::string& path) {
-  struct stat st;
-  if (::stat(path.c_str(), &st) != 0) return 0;
-  return st.st_mode & 07777;
-}
-
-// Sets the umask for one scope.
-class ScopedUmask {
- public:
-  explicit ScopedUmask(mode_t mask) : previous_(::umask(mask)) {}
-  ~ScopedUmask() { ::umask(previous_); }
-
- private:
-  mode_t previous_;
-};
 
 // First in the file: it forks, best done before gRPC has started threads.
 TEST(DescriptorChannelTest, RefusesASocketOfAnotherUser) {

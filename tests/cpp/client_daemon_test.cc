@@ -37,6 +37,7 @@
 #include "absl/strings/str_split.h"
 #include "client/cpp/connection.h"
 #include "client/cpp/pickle_emitter.h"
+#include "client/cpp/test_util.h"
 #include "gtest/gtest.h"
 #include "persistd/client.h"
 
@@ -45,52 +46,16 @@ extern char** environ;
 namespace persistd {
 namespace {
 
+using testing_util::Entries;
+using testing_util::ModeOf;
+using testing_util::ReadFile;
+using testing_util::ScopedUmask;
+using testing_util::WriteFile;
+
 template <typename T>
 absl::string_view BytesOf(const std::vector<T>& v) {
   return absl::string_view(reinterpret_cast<const char*>(v.data()), v.size() * sizeof(T));
 }
-
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream out;
-  out << in.rdbuf();
-  return out.str();
-}
-
-void WriteFile(const std::string& path, absl::string_view contents) {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out.write(contents.data(), contents.size());
-}
-
-// The names in `dir`, sorted, without "." and "..".
-std::vector<std::string> Entries(const std::string& dir) {
-  std::vector<std::string> names;
-  DIR* d = ::opendir(dir.c_str());
-  if (d == nullptr) return names;
-  while (dirent* e = ::readdir(d)) {
-    std::string name = e->d_name;
-    if (name != "." && name != "..") names.push_back(name);
-  }
-  ::closedir(d);
-  std::sort(names.begin(), names.end());
-  return names;
-}
-
-mode_t ModeOf(const std::string& path) {
-  struct stat st;
-  if (::stat(path.c_str(), &st) != 0) return 0;
-  return st.st_mode & 07777;
-}
-
-// Sets the umask for one scope.
-class ScopedUmask {
- public:
-  explicit ScopedUmask(mode_t mask) : previous_(::umask(mask)) {}
-  ~ScopedUmask() { ::umask(previous_); }
-
- private:
-  mode_t previous_;
-};
 
 std::string Runfile(absl::string_view path) {
   const char* root = ::getenv("TEST_SRCDIR");
