@@ -13,11 +13,14 @@
 #include "common/io/scoped_fd.h"
 #include "gtest/gtest.h"
 #include "server/codec/codec.h"
+#include "server/format/format_test_util.h"
 #include "server/format/joblib_reader.h"
 #include "server/io/byte_sink.h"
 
 namespace persistd {
 namespace {
+
+using testing_util::ReadTestdata;
 
 // A zstd frame written by hand: `raw` as raw blocks, then `count` copies of
 // `byte` as RLE blocks (4 bytes per 128 KiB), so a few KB of file decode to
@@ -145,18 +148,6 @@ TEST_F(SegmentBuilderTest, PicklePartLargerThanTheLimitIsRefused) {
             std::string::npos)
       << built.status();
   EXPECT_LT(PeakRss() - before, uint64_t{64} << 20);
-}
-
-std::string ReadTestdata(const std::string& name) {
-  std::string out;
-  FILE* f = std::fopen(("server/format/testdata/" + name).c_str(), "rb");
-  EXPECT_NE(f, nullptr) << name;
-  if (f == nullptr) return out;
-  char buf[1 << 16];
-  size_t n;
-  while ((n = std::fread(buf, 1, sizeof(buf), f)) > 0) out.append(buf, n);
-  std::fclose(f);
-  return out;
 }
 
 std::string ReadSegment(const v1::LoadReply& reply) {
