@@ -24,14 +24,12 @@ never keeps a segment built from bytes of two versions.
 from __future__ import annotations
 
 import errno
-import mmap
-import struct
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any
 
-from persistd.files import STREAM_HEADER_BYTES, write_at
+from persistd.files import STREAM_HEADER_BYTES, StreamHeader, write_at
 
 #: Bytes per ranged read, and ranged reads in flight.
 CHUNK_BYTES = 8 << 20
@@ -78,7 +76,7 @@ class RangedFetch:
         self._size = size
         self._fd = fd
         self._base = STREAM_HEADER_BYTES if streamed else 0
-        self._header = mmap.mmap(fd, STREAM_HEADER_BYTES) if streamed else None
+        self._header = StreamHeader(fd) if streamed else None
         self._verify = verify
         self._chunk = max(1, chunk or CHUNK_BYTES)
         self._parallel = max(1, parallel or PARALLEL)
@@ -136,7 +134,7 @@ class RangedFetch:
         daemon's read position (always, without a header to pace by)."""
         if self._header is None:
             return True
-        read: int = struct.unpack_from("<Q", self._header, 8)[0]
+        read = self._header.consumed()
         return self._base + min(start + self._chunk, self._size) <= read + self._window
 
     def _await_reads(self, call_ended: Callable[[], bool]) -> None:
@@ -178,4 +176,4 @@ class RangedFetch:
 
     def _publish(self, done: int) -> None:
         if self._header is not None:
-            struct.pack_into("<Q", self._header, 0, self._base + done)
+            self._header.publish(self._base + done)

@@ -217,9 +217,31 @@ def seal(fd: int, writable: bool = False) -> None:
     fcntl.fcntl(fd, fcntl.F_ADD_SEALS, seals)
 
 
-#: The streamed payload's header: the ready count, then padding to keep
-#: the payload's alignment (proto/persistd.proto, DumpRequest).
+#: The streamed payload's header: the ready count, the daemon's consumed
+#: count, then padding to keep the payload's alignment
+#: (proto/persistd.proto, DumpRequest).
 STREAM_HEADER_BYTES = 64
+#: Where the daemon writes how far it has read (consumed) the payload.
+STREAM_CONSUMED_OFFSET = 8
+
+
+class StreamHeader:
+    """The mapped header of a streamed payload memfd: the writer raises the
+    ready count (bytes 0..8), the daemon writes its consumed count (bytes
+    8..16). ``close()`` unmaps it."""
+
+    def __init__(self, fd: int) -> None:
+        self._map = mmap.mmap(fd, STREAM_HEADER_BYTES)
+
+    def publish(self, ready: int) -> None:
+        struct.pack_into("<Q", self._map, 0, ready)
+
+    def consumed(self) -> int:
+        value: int = struct.unpack_from("<Q", self._map, STREAM_CONSUMED_OFFSET)[0]
+        return value
+
+    def close(self) -> None:
+        self._map.close()
 #: Array bytes copied between two raises of the ready count.
 _STREAM_CHUNK = 4 << 20
 
@@ -236,15 +258,12 @@ class StreamedPayload:
     def __init__(self, fd: int, plan: Any) -> None:
         self._fd = fd
         self._plan = plan
-        self._header = mmap.mmap(fd, STREAM_HEADER_BYTES)
+        self._header = StreamHeader(fd)
         plan.write_prefix(self._write)
-        self._publish(plan.prefix_end())
+        self._header.publish(plan.prefix_end())
 
     def _write(self, offset: int, data: bytes | memoryview) -> None:
         write_at(self._fd, memoryview(data), offset)
-
-    def _publish(self, ready: int) -> None:
-        struct.pack_into("<Q", self._header, 0, ready)
 
     def __call__(self) -> None:
         for part in self._plan.payload_arrays():
@@ -252,8 +271,8 @@ class StreamedPayload:
             for start in range(0, data.nbytes, _STREAM_CHUNK):
                 chunk = data[start : start + _STREAM_CHUNK]
                 self._write(part.data_offset + start, chunk)
-                self._publish(part.data_offset + start + chunk.nbytes)
-        self._publish(self._plan.size)
+                self._header.publish(part.data_offset + start + chunk.nbytes)
+        self._header.publish(self._plan.size)
 
     def __enter__(self) -> StreamedPayload:
         return self

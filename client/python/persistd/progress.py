@@ -39,6 +39,8 @@ import time
 from collections.abc import Callable, Iterator
 from typing import IO, Any, Optional, Union
 
+from persistd.files import STREAM_CONSUMED_OFFSET
+
 #: ``callback(done, total)``, in bytes.
 ProgressCallback = Callable[[int, int], None]
 #: What ``dump``/``load`` accept as ``progress``.
@@ -48,8 +50,6 @@ Progress = Union[bool, ProgressCallback, None]
 PROGRESS_ENV = "PERSISTD_PROGRESS"
 #: A bar appears once a call has run this long.
 BAR_DELAY_S = 0.5
-#: Where the daemon keeps its consumed count in a streamed payload.
-_CONSUMED_OFFSET = 8
 #: How often a dump's count is read (a pread of 8 bytes).
 DUMP_POLL_S = 0.1
 #: How often a load's build is looked up (a Status RPC).
@@ -187,7 +187,7 @@ def payload_consumed(fd: int) -> Poll:
     nothing until polled."""
 
     def poll() -> int | None:
-        header = os.pread(fd, 8, _CONSUMED_OFFSET)
+        header = os.pread(fd, 8, STREAM_CONSUMED_OFFSET)
         return int(struct.unpack("<Q", header)[0]) if len(header) == 8 else None
 
     return poll
