@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cstring>
 #include <cstdint>
+#include <initializer_list>
 #include <memory>
 #include <string>
 #include <tuple>
@@ -656,6 +657,24 @@ TEST(DecodeAllFromTest, SourceErrorsPropagate) {
 
 // ------------------------------------------------- truncated and corrupt
 
+// Decodes `frame` as zstd whole with Decode, then with DecodeAllFrom in
+// pieces of each of `steps` bytes, all into `decoded`: every way must be
+// DataLoss.
+void ExpectZstdDataLossHoweverFed(absl::string_view frame,
+                                  std::initializer_list<size_t> steps,
+                                  StringSink* decoded) {
+  EXPECT_EQ(Decode(Codec::kZstd, frame, decoded, nullptr).code(),
+            absl::StatusCode::kDataLoss);
+  for (size_t step : steps) {
+    SCOPED_TRACE(absl::StrCat("pieces of ", step));
+    PieceSource source(frame, {step});
+    uint64_t consumed = 0;
+    absl::Status status =
+        DecodeAllFrom(Codec::kZstd, &source, decoded, &consumed);
+    EXPECT_EQ(status.code(), absl::StatusCode::kDataLoss) << status;
+  }
+}
+
 // Found by server/fuzz:codec_fuzzer: libzstd checks the content size a
 // frame header declares only when it decodes the frame in one pass, so this
 // frame was corrupt for Decode and an empty stream when fed in pieces.
@@ -665,16 +684,7 @@ TEST(CorruptionTest, ZstdContentSizeIsCheckedHoweverTheFrameIsFed) {
   const std::string frame(
       "\x28\xb5\x2f\xfd" "\x24\x32" "\x01\x00\x00" "\x99\xe9\xd8\x51", 13);
   StringSink decoded;
-  EXPECT_EQ(Decode(Codec::kZstd, frame, &decoded, nullptr).code(),
-            absl::StatusCode::kDataLoss);
-  for (size_t step : {size_t{1}, size_t{5}, size_t{12}}) {
-    SCOPED_TRACE(absl::StrCat("pieces of ", step));
-    PieceSource source(frame, {step});
-    uint64_t consumed = 0;
-    absl::Status status =
-        DecodeAllFrom(Codec::kZstd, &source, &decoded, &consumed);
-    EXPECT_EQ(status.code(), absl::StatusCode::kDataLoss) << status;
-  }
+  ExpectZstdDataLossHoweverFed(frame, {1, 5, 12}, &decoded);
   EXPECT_TRUE(decoded.data().empty());
 }
 
@@ -686,16 +696,7 @@ TEST(CorruptionTest, ZstdDecodesOnlyStandardFramesHoweverFed) {
   const std::string skippable("\x50\x2a\x4d\x18" "\x00\x00\x00\x00", 8);
   for (const std::string& frame : {legacy, skippable}) {
     StringSink decoded;
-    EXPECT_EQ(Decode(Codec::kZstd, frame, &decoded, nullptr).code(),
-              absl::StatusCode::kDataLoss);
-    for (size_t step : {size_t{1}, size_t{3}, frame.size()}) {
-      SCOPED_TRACE(absl::StrCat("pieces of ", step));
-      PieceSource source(frame, {step});
-      uint64_t consumed = 0;
-      absl::Status status =
-          DecodeAllFrom(Codec::kZstd, &source, &decoded, &consumed);
-      EXPECT_EQ(status.code(), absl::StatusCode::kDataLoss) << status;
-    }
+    ExpectZstdDataLossHoweverFed(frame, {1, 3, frame.size()}, &decoded);
   }
 }
 
