@@ -177,6 +177,18 @@ std::string Wrapper() {
          std::string(8, 'd');
 }
 
+// "\x80\x02" and a NumpyArrayWrapper of a 1-d uint8 array whose shape
+// tuple holds `length` (a pickled int); its data is to follow.
+std::string Uint8WrapperHead(absl::string_view length) {
+  return absl::StrCat(
+      L("\x80\x02" "cjoblib.numpy_pickle\nNumpyArrayWrapper\n)\201}("
+        "X\005\000\000\000shape("),
+      length,
+      L("tX\005\000\000\000dtypecnumpy\ndtype\n(X\002\000\000\000"
+        "u1K\000K\001tR(K\003X\001\000\000\000|NNNJ\377\377\377"
+        "\377J\377\377\377\377K\000tbub"));
+}
+
 std::string Str(const std::string& s) {
   return "X" + std::string(1, static_cast<char>(s.size())) +
          std::string(3, '\0') + s;
@@ -271,12 +283,7 @@ TEST(JoblibIndexerTest, PathsGiveWayToWhatIndexingNeeds) {
 TEST(JoblibIndexerTest, ArrayDataIsPassedOnNotCopied) {
   // A wrapper, then 1 MiB of data in pieces of 64 KiB: after the first
   // slice, the listener gets the caller's own bytes.
-  const std::string head =
-      std::string(L("\x80\x02" "cjoblib.numpy_pickle\nNumpyArrayWrapper\n)\201}("
-                    "X\005\000\000\000shape(J\000\000\020\000t"
-                    "X\005\000\000\000dtypecnumpy\ndtype\n(X\002\000\000\000"
-                    "u1K\000K\001tR(K\003X\001\000\000\000|NNNJ\377\377\377"
-                    "\377J\377\377\377\377K\000tbub"));
+  const std::string head = Uint8WrapperHead(L("J\000\000\020\000"));
   const std::string stream = head + std::string(1 << 20, 'x') + ".";
   Recorder recorder;
   JoblibIndexer indexer(PickleLimits(), &recorder);
@@ -303,13 +310,7 @@ TEST(JoblibIndexerTest, ArrayDataIsPassedOnNotCopied) {
 // Found by server/fuzz:joblib_reader_fuzzer: with FeedWhole, the listener
 // was given views into the empty buffer instead of the stream.
 TEST(JoblibIndexerTest, FeedWholeGivesTheListenerTheStream) {
-  const std::string stream =
-      std::string(L("\x80\x02" "cjoblib.numpy_pickle\nNumpyArrayWrapper\n)\201}("
-                    "X\005\000\000\000shape(K\003t"
-                    "X\005\000\000\000dtypecnumpy\ndtype\n(X\002\000\000\000"
-                    "u1K\000K\001tR(K\003X\001\000\000\000|NNNJ\377\377\377"
-                    "\377J\377\377\377\377K\000tbub")) +
-      "xyz.";
+  const std::string stream = Uint8WrapperHead(L("K\003")) + "xyz.";
   Recorder recorder;
   JoblibIndexer indexer(PickleLimits(), &recorder);
   ASSERT_TRUE(indexer.FeedWhole(stream).ok());
