@@ -82,6 +82,15 @@ absl::Status LinkUnnamed(int fd, const std::string& path) {
   return absl::OkStatus();
 }
 
+// The reply of a load that acquired a segment: its index, generation and
+// lease, and whether it was served without a build.
+void ReplyWith(const SegmentCache::Acquired& acquired, v1::LoadReply* reply) {
+  *reply = acquired.segment->index;
+  reply->set_generation(acquired.segment->generation);
+  reply->set_lease_id(acquired.lease_id);
+  reply->set_cache_hit(acquired.hit);
+}
+
 // Keeps one client's session open for as long as its Attach stream lives.
 class SessionReactor : public grpc::ServerWriteReactor<v1::AttachEvent> {
  public:
@@ -318,10 +327,7 @@ grpc::Status PersistdService::LoadAny(grpc::ServerContext* context,
   absl::StatusOr<SegmentCache::Acquired> acquired =
       cache_->Acquire(version, cacheable, build, session, abandoned);
   if (!acquired.ok()) return ToGrpc(acquired.status());
-  *reply = acquired->segment->index;
-  reply->set_generation(acquired->segment->generation);
-  reply->set_lease_id(acquired->lease_id);
-  reply->set_cache_hit(acquired->hit);
+  ReplyWith(*acquired, reply);
   return grpc::Status::OK;
 }
 
@@ -363,11 +369,7 @@ absl::Status PersistdService::LoadRemote(grpc::ServerContext* context,
     reply->set_fetch_ticket(claimed->ticket);
     return absl::OkStatus();
   }
-  const SegmentCache::Acquired& acquired = claimed->acquired;
-  *reply = acquired.segment->index;
-  reply->set_generation(acquired.segment->generation);
-  reply->set_lease_id(acquired.lease_id);
-  reply->set_cache_hit(acquired.hit);
+  ReplyWith(claimed->acquired, reply);
   return absl::OkStatus();
 }
 
@@ -429,9 +431,7 @@ absl::Status PersistdService::FulfillFetch(grpc::ServerContext* context,
   absl::StatusOr<SegmentCache::Acquired> acquired =
       cache_->Fulfill(request.fetch_ticket(), request.session_id(), build);
   if (!acquired.ok()) return acquired.status();
-  *reply = acquired->segment->index;
-  reply->set_generation(acquired->segment->generation);
-  reply->set_lease_id(acquired->lease_id);
+  ReplyWith(*acquired, reply);
   return absl::OkStatus();
 }
 
@@ -490,9 +490,7 @@ absl::Status PersistdService::LoadInline(const v1::LoadRequest& request,
       cache_->Acquire(version, /*cacheable=*/false, adopt, request.session_id(),
                       /*abandoned=*/nullptr);
   if (!acquired.ok()) return acquired.status();
-  *reply = acquired->segment->index;
-  reply->set_generation(acquired->segment->generation);
-  reply->set_lease_id(acquired->lease_id);
+  ReplyWith(*acquired, reply);
   return absl::OkStatus();
 }
 
