@@ -184,15 +184,12 @@ absl::Status JoblibIndexer::Advance() {
         break;
       case Step::kPickle:
         status = Pickle();
-        if (!status.ok()) return status;
         break;
       case Step::kObjectStream:
         status = ObjectStream();
-        if (!status.ok()) return status;
         break;
       case Step::kPadding:
         status = Padding();
-        if (!status.ok()) return status;
         break;
       case Step::kData:
         status = Deliver(data_end_, /*data=*/true);
@@ -204,6 +201,7 @@ absl::Status JoblibIndexer::Advance() {
       case Step::kStopped:
         return absl::OkStatus();
     }
+    if (!status.ok()) return status;
   }
   return absl::OkStatus();
 }
