@@ -78,8 +78,7 @@ absl::StatusOr<log::Level> DefaultLogLevel() {
   absl::StatusOr<log::Level> level = log::ParseLevel(env);
   if (!level.ok()) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "PERSISTD_LOG_LEVEL='", env,
-        "' is not a log level (debug, info, warning or error): fix or unset it"));
+        "PERSISTD_LOG_LEVEL=", level.status().message(), ": fix or unset it"));
   }
   return level;
 }
