@@ -109,6 +109,8 @@ int Fail(const absl::Status& status) {
 int Run(const DaemonOptions& options) {
   const std::string store = Absolute(options.store_dir);
   const std::string socket_path = Absolute(options.socket_path);
+  const std::string log_file =
+      LogFile(options) == "-" ? "-" : Absolute(LogFile(options));
 
   // Signals are taken synchronously by sigwait below; every thread created
   // from here on inherits the mask.
@@ -144,7 +146,7 @@ int Run(const DaemonOptions& options) {
   {
     log::Options log_options;
     log_options.level = options.log_level;
-    log_options.file = LogFile(options) == "-" ? "-" : Absolute(LogFile(options));
+    log_options.file = log_file;
     absl::Status status = log::Configure(log_options);
     if (!status.ok()) return Fail(status);
   }
@@ -166,7 +168,7 @@ int Run(const DaemonOptions& options) {
   ServiceInfo info{kPersistdVersion, store, socket_path, options.codec_threads,
                    options.fsync};
   info.peers = &peers;
-  info.log_file = LogFile(options) == "-" ? "-" : Absolute(LogFile(options));
+  info.log_file = log_file;
   info.log_level = log::LevelName(options.log_level);
   PersistdService service(info, inbox->get(), &cache);
 
