@@ -129,7 +129,7 @@ absl::Status File::CheckView(size_t index, absl::string_view dtype,
         " bytes the daemon holds; evict the file's segment (persistctl cache "
         "evict) and load it again"));
   }
-  if (reinterpret_cast<uintptr_t>(data_[index]) % alignment != 0) {
+  if (reinterpret_cast<uintptr_t>(bytes->data()) % alignment != 0) {
     return absl::FailedPreconditionError(absl::StrCat(
         what, " is not aligned for its type in the daemon's segment; copy it "
         "out of File::Bytes() instead"));
@@ -190,7 +190,6 @@ absl::StatusOr<std::unique_ptr<File>> Client::Load(absl::string_view path) {
     info.order = a.fortran_order() ? Order::kFortran : Order::kC;
     info.nbytes = a.data().length();
     absl::string_view bytes = segment.substr(a.data().offset(), a.data().length());
-    file->data_.push_back(bytes.data());
     file->bytes_.push_back(bytes);
     file->arrays_.push_back(std::move(info));
   }

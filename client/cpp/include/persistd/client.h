@@ -218,8 +218,8 @@ class File {
     absl::Status usable = CheckView(index, kNumpyDtype<T>, alignof(T));
     if (!usable.ok()) return usable;
     const ArrayInfo& info = arrays_[index];
-    return ArrayView<T>(reinterpret_cast<const T*>(data_[index]), info.shape,
-                        info.order);
+    return ArrayView<T>(reinterpret_cast<const T*>(bytes_[index].data()),
+                        info.shape, info.order);
   }
   template <typename T>
   absl::StatusOr<ArrayView<T>> View(absl::string_view key) const {
@@ -252,7 +252,6 @@ class File {
 
   std::string path_;
   std::vector<ArrayInfo> arrays_;
-  std::vector<const char*> data_;  // parallel to arrays_: first byte
   std::vector<absl::string_view> bytes_;  // parallel to arrays_
   absl::string_view pickle_;
   uint64_t generation_ = 0;
