@@ -170,9 +170,7 @@ class Connection:
                 try:
                     event = next(call)
                 except grpc.RpcError as err:
-                    if err.code() == grpc.StatusCode.UNAVAILABLE:
-                        self.broken = True
-                    raise daemon_error(err, "Attach") from None
+                    raise self._failed(err, "Attach", None) from None
                 except StopIteration:
                     raise ConnectionError(
                         "persistd ended the Attach stream without a session id"
@@ -201,16 +199,13 @@ class Connection:
         try:
             return getattr(self.stub, method)(request, timeout=timeout)
         except grpc.RpcError as err:
-            code = err.code()
-            if code == grpc.StatusCode.UNAVAILABLE:
-                self.broken = True
             if (
-                code == grpc.StatusCode.FAILED_PRECONDITION
+                err.code() == grpc.StatusCode.FAILED_PRECONDITION
                 and getattr(request, "session_id", "")
                 and "session" in (err.details() or "")
             ):
                 raise _StaleSession(err.details()) from None
-            raise daemon_error(err, method, filename) from None
+            raise self._failed(err, method, filename) from None
 
     def invoke_while(
         self,
@@ -229,12 +224,17 @@ class Connection:
             work(future.done)
             return future.result()
         except grpc.RpcError as err:
-            if err.code() == grpc.StatusCode.UNAVAILABLE:
-                self.broken = True
-            raise daemon_error(err, method, filename) from None
+            raise self._failed(err, method, filename) from None
         except BaseException:
             future.cancel()  # the daemon sees it and stops
             raise
+
+    def _failed(self, err: grpc.RpcError, method: str, filename: str | None) -> Exception:
+        """The Python exception for a failed call; a daemon that is gone
+        (UNAVAILABLE) marks this connection broken, to be remade."""
+        if err.code() == grpc.StatusCode.UNAVAILABLE:
+            self.broken = True
+        return daemon_error(err, method, filename)
 
     def flush_releases(self) -> None:
         """Send the releases queued by GC callbacks (this session's only:
