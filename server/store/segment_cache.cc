@@ -87,7 +87,7 @@ void SegmentCache::AdoptRecordsLocked() {
     if (record.index_version() < kIndexVersion) continue;
     // A segment of another boot may have lost pages with a power loss.
     if (record.boot_id() != boot_id_) continue;
-    std::string seg_path = absl::StrCat(dir_, "/", record.generation(), ".seg");
+    std::string seg_path = SegmentPath(record.generation());
     struct stat st;
     if (::stat(seg_path.c_str(), &st) != 0 ||
         static_cast<uint64_t>(st.st_size) != record.segment_size() ||
