@@ -355,7 +355,7 @@ class Endpoint:
         a new session when the daemon no longer knows ours (it restarted
         while our channel reconnected by itself).
         """
-        for attempt in (0, 1, 2):
+        for _attempt in range(3):
             conn = self.connection()
             try:
                 session = conn.session_id() if lease else ""
@@ -374,8 +374,6 @@ class Endpoint:
                 conn.forget_session()
             except ConnectionError:
                 conn.broken = True
-            if attempt == 2:
-                break
         raise ConnectionError("persistd: Load of %r failed after reconnecting" % filename)
 
     def dump(
