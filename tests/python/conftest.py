@@ -170,16 +170,25 @@ D = TypeVar("D", bound=Daemon)
 
 
 @contextlib.contextmanager
-def serving(instance: D, monkeypatch: pytest.MonkeyPatch) -> Iterator[D]:
-    """Starts `instance` and points the client at it until the block ends
-    (the client follows $PERSISTD_SOCKET); then stops it and removes its
-    files. For fixtures of daemons with flags or limits of their own."""
+def running(instance: D) -> Iterator[D]:
+    """Starts `instance` for the block; then stops it and removes its files.
+    The environment is left alone: only a Client given its socket reaches
+    it (see serving)."""
     instance.start()
-    monkeypatch.setenv("PERSISTD_SOCKET", instance.socket)
     try:
         yield instance
     finally:
         instance.cleanup()
+
+
+@contextlib.contextmanager
+def serving(instance: D, monkeypatch: pytest.MonkeyPatch) -> Iterator[D]:
+    """Starts `instance` and points the client at it until the block ends
+    (the client follows $PERSISTD_SOCKET); then stops it and removes its
+    files. For fixtures of daemons with flags or limits of their own."""
+    with running(instance):
+        monkeypatch.setenv("PERSISTD_SOCKET", instance.socket)
+        yield instance
 
 
 @pytest.fixture

@@ -22,18 +22,14 @@ import numpy as np
 import pytest
 
 import persistd
-from conftest import Daemon, daemon_binary
+from conftest import Daemon, daemon_binary, running
 
 
 @pytest.fixture
 def other_daemon() -> Iterator[Daemon]:
     """A daemon the environment does not name: only a Client reaches it."""
-    instance = Daemon(daemon_binary())
-    instance.start()
-    try:
+    with running(Daemon(daemon_binary())) as instance:
         yield instance
-    finally:
-        instance.cleanup()
 
 
 def _list_segments(socket: str) -> list[dict[str, Any]]:

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import persistd
-from conftest import Daemon, daemon_binary
+from conftest import Daemon, daemon_binary, running
 
 #: 2026-11-29T20:31:40.846+00:00 debug rpc Dump pid 4242: OK in 1.2 ms (...)
 STAMP = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}[+-]\d\d:\d\d"
@@ -30,12 +30,8 @@ def log_of(daemon: Daemon) -> str:
 
 @pytest.fixture
 def debug_daemon() -> Iterator[Daemon]:
-    instance = Daemon(daemon_binary(), extra_args=["--log-level=debug"])
-    instance.start()
-    try:
+    with running(Daemon(daemon_binary(), extra_args=["--log-level=debug"])) as instance:
         yield instance
-    finally:
-        instance.cleanup()
 
 
 def test_one_timestamped_line_per_rpc_with_method_and_pid(
@@ -81,16 +77,12 @@ def test_pid_comes_from_the_kernel_for_each_client(debug_daemon: Daemon, tmp_pat
 def test_info_names_source_and_client(tmp_path: Path) -> None:
     """At the default level: no RPC lines, but each dump and load with its
     file and client pid."""
-    instance = Daemon(daemon_binary())
-    instance.start()
-    try:
+    with running(Daemon(daemon_binary())) as instance:
         target = tmp_path / "named.pkl"
         with persistd.Client(instance.socket, autostart=False) as client:
             client.dump(np.arange(300_000), target, compress="lz4")
             client.load(target)
         log = log_of(instance)
-    finally:
-        instance.cleanup()
     assert " debug " not in log
     me = os.getpid()
     assert re.search(r"^%s info dump %s by pid %d: " % (STAMP, re.escape(str(target)), me),
@@ -133,12 +125,8 @@ def test_startup_errors_reach_stderr_and_the_log(tmp_path: Path) -> None:
 def test_log_file_flag(tmp_path: Path) -> None:
     """--log-file moves the log; the store then has none."""
     log_file = tmp_path / "elsewhere.log"
-    instance = Daemon(daemon_binary(), extra_args=["--log-file", str(log_file)])
-    instance.start()
-    try:
+    with running(Daemon(daemon_binary(), extra_args=["--log-file", str(log_file)])) as instance:
         assert re.search(r"^%s info persistd .*: serving " % STAMP, log_file.read_text(),
                          re.MULTILINE)
         assert not os.path.exists(os.path.join(instance.store, "persistd.log"))
         assert oct(os.stat(log_file).st_mode & 0o777) == "0o600"
-    finally:
-        instance.cleanup()
