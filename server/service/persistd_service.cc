@@ -612,15 +612,8 @@ grpc::Status PersistdService::Evict(grpc::ServerContext* context,
       request->source_paths().empty()) {
     return Invalid("Evict needs all, stale, files or source_paths");
   }
-  // Stale sources are found by stat() before the cache is locked.
-  std::set<uint64_t> stale;
-  if (request->stale()) {
-    for (const SegmentCache::Listing& listing : cache_->List()) {
-      if (listing.current && IsStale(SourceStateOf(listing.segment->version))) {
-        stale.insert(listing.segment->generation);
-      }
-    }
-  }
+  const std::set<uint64_t> stale =
+      request->stale() ? StaleGenerations(*cache_) : std::set<uint64_t>();
   std::set<std::pair<uint64_t, uint64_t>> files;
   for (const v1::FileIdentity& file : request->files()) {
     files.emplace(file.dev(), file.ino());

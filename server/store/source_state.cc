@@ -46,4 +46,14 @@ bool IsStale(v1::SegmentInfo::SourceState state) {
          state == v1::SegmentInfo::SOURCE_CHANGED;
 }
 
+std::set<uint64_t> StaleGenerations(const SegmentCache& cache) {
+  std::set<uint64_t> stale;
+  for (const SegmentCache::Listing& listing : cache.List()) {
+    if (listing.current && IsStale(SourceStateOf(listing.segment->version))) {
+      stale.insert(listing.segment->generation);
+    }
+  }
+  return stale;
+}
+
 }  // namespace persistd

@@ -12,6 +12,8 @@
 
 #include <sys/stat.h>
 
+#include <cstdint>
+#include <set>
 #include <string>
 
 #include "proto/persistd.pb.h"
@@ -33,6 +35,12 @@ v1::SegmentInfo::SourceState SourceStateOf(const SourceVersion& version);
 
 // SOURCE_MISSING or SOURCE_CHANGED.
 bool IsStale(v1::SegmentInfo::SourceState state);
+
+// The generations of `cache`'s current segments whose source is stale,
+// for SegmentCache::Evict. The paths are stat()ed here, before the cache
+// is locked to evict: a segment rebuilt meanwhile has a new generation and
+// is not matched.
+std::set<uint64_t> StaleGenerations(const SegmentCache& cache);
 
 }  // namespace persistd
 

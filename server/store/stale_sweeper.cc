@@ -22,14 +22,7 @@ StaleSweeper::~StaleSweeper() {
 }
 
 size_t StaleSweeper::SweepOnce() {
-  // stat() happens before the cache is locked; a segment rebuilt meanwhile
-  // has a new generation and is not matched.
-  std::set<uint64_t> stale;
-  for (const SegmentCache::Listing& listing : cache_->List()) {
-    if (listing.current && IsStale(SourceStateOf(listing.segment->version))) {
-      stale.insert(listing.segment->generation);
-    }
-  }
+  const std::set<uint64_t> stale = StaleGenerations(*cache_);
   if (stale.empty()) return 0;
   SegmentCache::Evicted evicted = cache_->Evict(
       [&stale](const Segment& segment) { return stale.count(segment.generation) > 0; });
