@@ -1,4 +1,4 @@
-"""The Python side of the C++ client's cross-language tests (client_test.cc).
+"""The Python side of the C++ client's cross-language tests (client_daemon_test.cc).
 
     cross_language.py write DIR   joblib and persistd.dump write files into
                                   DIR, and DIR/python_manifest.tsv says what
