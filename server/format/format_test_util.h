@@ -11,15 +11,10 @@
 #include "absl/strings/string_view.h"
 #include "common/pickle/pickle_scanner.h"
 #include "server/format/joblib_reader.h"
+#include "server/format/string_literal.h"  // L(), for the tests
 
 namespace persistd {
 namespace testing_util {
-
-// A string literal as bytes, embedded NULs included.
-template <size_t N>
-constexpr absl::string_view L(const char (&literal)[N]) {
-  return absl::string_view(literal, N - 1);
-}
 
 // Contents of server/format/testdata/<name> (from the test's runfiles).
 std::string ReadTestdata(const std::string& name);

@@ -7,6 +7,7 @@
 #include <cstdint>
 
 #include "absl/strings/string_view.h"
+#include "server/format/string_literal.h"
 
 namespace persistd {
 namespace testing_util {

@@ -9,23 +9,10 @@
 #include "absl/strings/str_cat.h"
 #include "server/codec/codec.h"
 #include "server/format/joblib_writer.h"
+#include "server/format/scanner_vectors.h"
+#include "server/format/string_literal.h"
 #include "server/fuzz/fuzz_util.h"
 #include "server/io/byte_sink.h"
-
-namespace persistd {
-namespace testing_util {
-
-// What format_test_util.h gives the generated vectors; that library is the
-// format tests' own.
-template <size_t N>
-constexpr absl::string_view L(const char (&literal)[N]) {
-  return absl::string_view(literal, N - 1);
-}
-
-}  // namespace testing_util
-}  // namespace persistd
-
-#include "server/format/scanner_vectors.h"
 
 namespace persistd {
 namespace fuzz {
