@@ -349,11 +349,7 @@ absl::Status PersistdService::LoadRemote(grpc::ServerContext* context,
         object.url(), ": the store reported neither an etag nor a "
         "modification time, so no version of it can be told from another"));
   }
-  if (object.size() == 0) {
-    return absl::OutOfRangeError(absl::StrCat(
-        object.url(), " is empty: it is not a joblib file (was the dump "
-        "interrupted?)"));
-  }
+  if (object.size() == 0) return EmptySourceError(object.url());
   SourceVersion version;
   version.url = object.url();
   version.etag = object.etag();

@@ -495,6 +495,11 @@ void SetDefaultBuildLimits(const PickleLimits& limits) {
 
 const PickleLimits& DefaultBuildLimits() { return default_build_limits; }
 
+absl::Status EmptySourceError(const std::string& name) {
+  return absl::OutOfRangeError(absl::StrCat(
+      name, " is empty: it is not a joblib file (was the dump interrupted?)"));
+}
+
 absl::StatusOr<v1::LoadReply> BuildSegment(const SegmentSource& source,
                                            const std::string& segment_path,
                                            uint64_t* segment_size) {
@@ -514,10 +519,7 @@ absl::StatusOr<v1::LoadReply> BuildSegmentInto(const SegmentSource& source,
                                                uint64_t* segment_size) {
   const auto started = std::chrono::steady_clock::now();
   const std::string& name = source.display_name;
-  if (source.size == 0) {
-    return absl::OutOfRangeError(absl::StrCat(
-        name, " is empty: it is not a joblib file (was the dump interrupted?)"));
-  }
+  if (source.size == 0) return EmptySourceError(name);
   absl::StatusOr<SourceHead> head = ReadHead(source);
   if (!head.ok()) return head.status();
 

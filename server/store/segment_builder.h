@@ -60,6 +60,11 @@ struct SegmentSource {
 void SetDefaultBuildLimits(const PickleLimits& limits);
 const PickleLimits& DefaultBuildLimits();
 
+// The error of a source of 0 bytes, which BuildSegment returns (and a
+// remote load, whose object's size is known before any byte is fetched,
+// returns before it claims a build); `name` names the source.
+absl::Status EmptySourceError(const std::string& name);
+
 // Writes the segment to `segment_path` (which must not exist) and returns
 // its index (segment_path, skeleton, arrays, codec, format,
 // trailing_bytes). *segment_size receives the file's size. On failure no
