@@ -462,9 +462,9 @@ absl::StatusOr<SourceHead> ReadHead(const SegmentSource& source) {
 
 // The one conversion of the format layer's array into the reply's:
 // everything but where the data lies in the segment, which the layout
-// knows.
-void AddArray(const LoadArrayLocation& loc, v1::Codec codec,
-              v1::LoadReply* index) {
+// knows. Returns the added array.
+v1::LoadArray* AddArray(const LoadArrayLocation& loc, v1::Codec codec,
+                        v1::LoadReply* index) {
   v1::LoadArray* array = index->add_arrays();
   switch (loc.kind) {
     case LoadArrayLocation::Kind::kRaw:
@@ -485,6 +485,7 @@ void AddArray(const LoadArrayLocation& loc, v1::Codec codec,
   for (uint64_t dim : loc.shape) array->add_shape(dim);
   array->set_fortran_order(loc.fortran_order);
   array->set_path(loc.path);
+  return array;
 }
 
 }  // namespace
@@ -606,9 +607,8 @@ absl::StatusOr<v1::LoadReply> BuildSegmentInto(const SegmentSource& source,
     }
     for (size_t i = 0; i < indexed->arrays.size(); ++i) {
       const LoadArrayLocation& loc = indexed->arrays[i];
-      AddArray(loc, head->codec, &index);
+      v1::LoadArray* array = AddArray(loc, head->codec, &index);
       if (loc.kind == LoadArrayLocation::Kind::kLegacy) continue;
-      v1::LoadArray* array = index.mutable_arrays(index.arrays_size() - 1);
       array->mutable_data()->set_offset(data_offsets[i]);
       array->mutable_data()->set_length(loc.length);
     }
