@@ -661,28 +661,9 @@ class InflateDecoder : public DecoderBase {
         {GzipField::kComment, kFlagComment},
         {GzipField::kHeaderCrc, kFlagHeaderCrc},
     };
-    // Index into kOptional of the first part that may follow `field`.
-    size_t first = 0;
-    switch (field) {
-      case GzipField::kFixed:
-        first = 0;
-        break;
-      case GzipField::kExtraLength:
-      case GzipField::kExtra:
-        first = 1;
-        break;
-      case GzipField::kName:
-        first = 2;
-        break;
-      case GzipField::kComment:
-        first = 3;
-        break;
-      case GzipField::kHeaderCrc:
-      case GzipField::kDone:
-        return GzipField::kDone;
-    }
-    for (size_t i = first; i < 4; ++i) {
-      if (flags_ & kOptional[i].flag) return kOptional[i].field;
+    // GzipField lists the parts in header order.
+    for (const Optional& part : kOptional) {
+      if (part.field > field && (flags_ & part.flag)) return part.field;
     }
     return GzipField::kDone;
   }
