@@ -156,7 +156,11 @@ class RangedFetch:
                 % (self._url, start, self._size),
                 self._url,
             ) from None
-        except OSError as exc:  # e.g. a range past the end: 416
+        except OSError as exc:  # e.g. a range past a new, shorter end: 416
+            # A refused range most often means the object changed under the
+            # fetch (which range fails first depends on the reads in
+            # flight): when it did, verify() says so, as a short read does.
+            self._verify()
             raise OSError(
                 exc.errno or errno.EIO,
                 "%s: reading bytes %d-%d of %d failed (%s); if it changed meanwhile, "
